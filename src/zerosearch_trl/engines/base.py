@@ -1,0 +1,82 @@
+"""The one search-engine interface: ``search(requests) -> list[list[Document]]``, batched.
+
+Every engine (simulated, BM25, dense, web, remote, hybrid) takes a batch of :class:`SearchRequest` and returns,
+per request, exactly ``top_k`` :class:`Document` objects, or fewer with the reason in each document's
+``meta["shortfall"]``. Engines never raise on a bad query: a failure becomes a fallback result, logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from zerosearch_trl.rewards import cover_exact_match
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One query, with the episode's question and gold answers when known (the simulator needs them).
+
+    Example:
+        >>> SearchRequest("Lyon country", question="In which country is Lyon?", golden_answers=("France",))
+        SearchRequest(query='Lyon country', question='In which country is Lyon?', golden_answers=('France',))
+    """
+
+    query: str
+    question: str | None = None
+    golden_answers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Accept any iterable of answers (a list from a dataset row) but store a hashable tuple for caching.
+        if isinstance(self.golden_answers, str):
+            object.__setattr__(self, "golden_answers", (self.golden_answers,))
+        else:
+            object.__setattr__(self, "golden_answers", tuple(str(a) for a in self.golden_answers))
+
+
+@dataclass
+class Document:
+    """A search result.
+
+    Attributes:
+        title: the document's title ("" when unknown).
+        text: its text.
+        meta: at least ``engine`` (name), ``label`` (``"useful"``/``"noisy"`` for simulated documents, ``None``
+            for real ones) and ``contains_answer`` (whether a gold answer appears in it, ``None`` if unknown).
+    """
+
+    title: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def contents(self) -> str:
+        """Title and text in one string, as shown to the policy and used for answer checks."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+def contains_answer(document: Document, golden_answers: Sequence[str]) -> bool | None:
+    """Whether a gold answer appears (normalised, whole words) in the document; ``None`` without golds."""
+    if not golden_answers:
+        return None
+    return bool(cover_exact_match(document.contents, list(golden_answers)))
+
+
+@runtime_checkable
+class SearchEngine(Protocol):
+    """Anything with a ``name``, a ``top_k`` and a batched ``search``."""
+
+    name: str
+    top_k: int
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
+        """Return one list of documents per request, in order."""
+        ...
+
+
+def validate_top_k(top_k: int) -> int:
+    """Check a ``top_k`` argument; raise a ValueError that names it and the fix."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (the number of documents per query), got {top_k!r}.")
+    return top_k

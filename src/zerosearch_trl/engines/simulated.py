@@ -1,0 +1,325 @@
+"""The simulated search engine: an LLM writes the documents, useful or deliberately noisy.
+
+For every request the engine draws the mode independently: noisy with probability ``noise_prob`` (the
+curriculum raises it during training), useful otherwise. Useful prompts carry the episode's question and gold
+answer; noisy ones ask for on-topic documents that do not help. The generated text is parsed into documents
+and each one is labelled. Malformed outputs and leaks (a noisy document that contains a gold answer) are
+retried a bounded number of times with exponential back-off; what is still wrong after that is repaired
+(a leak is redacted, missing documents are filled with an explicit placeholder) and logged. The engine never
+raises on a bad generation and never loops forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, validate_top_k
+from zerosearch_trl.engines.cache import SearchCache
+from zerosearch_trl.generation.base import GenerationParams, TextGenerator
+from zerosearch_trl.prompts import SimulatorFormat, SimulatorMode, simulator_messages
+
+logger = logging.getLogger(__name__)
+
+LeakGuard = Literal["regenerate", "redact", "off"]
+PLACEHOLDER_TEXT = "No further results."
+REDACTED = "[...]"
+
+# A document starts at "Doc 3", "Document 3", "[3]" or "3." at the beginning of a line.
+_DOC_START = re.compile(
+    r"^\s*(?:\*\*)?(?:(?:Doc(?:ument)?|Result)\s*#?\s*(\d+)|\[(\d+)\]|(\d+)[.)])\s*(?:\*\*)?\s*[:.\-]?\s*",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TITLE = re.compile(r"^\(?\s*Title:\s*(.*?)\s*\)\s*", re.IGNORECASE)
+
+
+def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
+    """Parse simulator output into documents, leniently.
+
+    Accepts ``Doc N (Title: t) text`` (our format), ``Doc N: text``, ``Document N``, ``[N]`` and ``N.`` numbering;
+    drops documents with empty text; truncates each text to ``max_words`` words.
+
+    Example:
+        >>> [d.title for d in parse_documents("Doc 1 (Title: Lyon) A city.\\nDoc 2: Another text.")]
+        ['Lyon', '']
+    """
+    starts = list(_DOC_START.finditer(text))
+    documents = []
+    for match, following in zip(starts, starts[1:] + [None]):
+        body = text[match.end() : following.start() if following else len(text)].strip()
+        title = ""
+        title_match = _TITLE.match(body)
+        if title_match:
+            title, body = title_match.group(1).strip(), body[title_match.end() :]
+        words = body.split()
+        if max_words is not None:
+            words = words[:max_words]
+        if words:
+            documents.append(Document(title=title, text=" ".join(words)))
+    return documents
+
+
+@dataclass
+class SimulatorStats:
+    """Running counters of a simulated engine, for logging (``engine.stats.as_dict()``)."""
+
+    requests: int = 0
+    noisy_requests: int = 0
+    generations: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    leaks_detected: int = 0
+    leaks_redacted: int = 0
+    useful_with_answer: int = 0
+    useful_results: int = 0
+
+    @property
+    def noisy_fraction(self) -> float:
+        """Share of requests that were served noisy documents."""
+        return self.noisy_requests / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Counters plus ``noisy_fraction`` and ``useful_answer_rate`` (useful results holding a gold answer)."""
+        out: dict[str, float] = asdict(self)
+        out["noisy_fraction"] = self.noisy_fraction
+        out["useful_answer_rate"] = self.useful_with_answer / self.useful_results if self.useful_results else 0.0
+        return out
+
+
+class SimulatedSearchEngine:
+    """Search results written by an LLM, useful or noisy by a per-request draw.
+
+    Args:
+        generator: a text generation backend (:class:`~zerosearch_trl.generation.TransformersGenerator`,
+            :class:`~zerosearch_trl.generation.OpenAIGenerator`, :class:`~zerosearch_trl.generation.VLLMGenerator`).
+        top_k: documents per query (paper: 5).
+        noise_prob: probability that a request gets noisy documents; the curriculum sets it during training.
+        words_per_doc: target document length asked of the simulator (paper: about 30 words).
+        temperature: simulator sampling temperature (paper: 0.8).
+        top_p: simulator nucleus sampling mass.
+        max_new_tokens: simulator generation budget (paper: about 600 tokens).
+        max_retries: extra attempts for a malformed or leaking generation (then a logged fallback).
+        retry_backoff: seconds before the first retry, doubled at each further attempt.
+        leak_guard: what to do with a noisy document that contains a gold answer: ``"regenerate"`` (retry the
+            request, redact if it still leaks), ``"redact"`` (mask the answer at once) or ``"off"``.
+        prompt_format: ``"prompt_only"`` for an off-the-shelf instruct model, ``"finetuned"`` for a simulator
+            trained with :mod:`zerosearch_trl.simulator_sft`.
+        cache: a :class:`~zerosearch_trl.engines.cache.SearchCache`; off by default, since sampling diversity is
+            part of the simulation.
+        seed: seeds the noise draws.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> model, tokenizer = zs.load_default_model()  # doctest: +SKIP
+        >>> engine = zs.SimulatedSearchEngine(zs.TransformersGenerator(model, tokenizer), noise_prob=0.25)  # doctest: +SKIP
+        >>> docs = engine.search([zs.SearchRequest("Lyon country", "Where is Lyon?", ("France",))])  # doctest: +SKIP
+    """
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        generator: TextGenerator,
+        *,
+        top_k: int = 5,
+        noise_prob: float = 0.0,
+        words_per_doc: int = 30,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        max_new_tokens: int = 600,
+        max_retries: int = 2,
+        retry_backoff: float = 0.1,
+        leak_guard: LeakGuard = "regenerate",
+        prompt_format: SimulatorFormat = "prompt_only",
+        cache: SearchCache | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.check_settings(top_k=top_k, noise_prob=noise_prob, words_per_doc=words_per_doc, max_retries=max_retries,
+                            retry_backoff=retry_backoff, leak_guard=leak_guard, prompt_format=prompt_format)
+        self.generator = generator
+        self.top_k = top_k
+        self.noise_prob = noise_prob
+        self.words_per_doc = words_per_doc
+        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        self.max_retries, self.retry_backoff = max_retries, retry_backoff
+        self.leak_guard, self.prompt_format = leak_guard, prompt_format
+        self.cache = cache
+        self.stats = SimulatorStats()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def check_settings(
+        *,
+        top_k: int = 5,
+        noise_prob: float = 0.0,
+        words_per_doc: int = 30,
+        max_retries: int = 2,
+        retry_backoff: float = 0.1,
+        leak_guard: str = "regenerate",
+        prompt_format: str = "prompt_only",
+    ) -> None:
+        """Raise a ValueError naming the first bad setting; lets a CLI fail before it loads a model."""
+        validate_top_k(top_k)
+        if not 0.0 <= float(noise_prob) <= 1.0:
+            raise ValueError(f"noise_prob must be in [0, 1], got {noise_prob!r}.")
+        if leak_guard not in ("regenerate", "redact", "off"):
+            raise ValueError(f"leak_guard must be 'regenerate', 'redact' or 'off', got {leak_guard!r}.")
+        if prompt_format not in ("prompt_only", "finetuned"):
+            raise ValueError(f"prompt_format must be 'prompt_only' or 'finetuned', got {prompt_format!r}.")
+        if max_retries < 0 or retry_backoff < 0:
+            raise ValueError(f"max_retries and retry_backoff must be >= 0, got {max_retries} and {retry_backoff}.")
+        if words_per_doc < 1:
+            raise ValueError(f"words_per_doc must be >= 1, got {words_per_doc}.")
+
+    @property
+    def noise_prob(self) -> float:
+        """Probability that a request is served noisy documents (set by the curriculum at run time)."""
+        return self._noise_prob
+
+    @noise_prob.setter
+    def noise_prob(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"noise_prob must be in [0, 1], got {value!r}.")
+        self._noise_prob = float(value)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what this engine would generate, for cache keys."""
+        generator = getattr(self.generator, "fingerprint", type(self.generator).__name__)
+        return f"simulated|{generator}|{self.prompt_format}|k={self.top_k}|w={self.words_per_doc}|{self.params}"
+
+    def draw_modes(self, n: int) -> list[SimulatorMode]:
+        """Draw useful/noisy for ``n`` requests, independently, with the current ``noise_prob``."""
+        with self._lock:
+            return ["noisy" if self._rng.random() < self._noise_prob else "useful" for _ in range(n)]
+
+    def search(
+        self, requests: Sequence[SearchRequest], modes: Sequence[SimulatorMode] | None = None
+    ) -> list[list[Document]]:
+        """Return ``top_k`` labelled documents per request.
+
+        Args:
+            requests: the queries, with question and gold answers where known.
+            modes: force ``"useful"``/``"noisy"`` per request; by default drawn with ``noise_prob``.
+        """
+        if not requests:
+            return []
+        modes = list(modes) if modes is not None else self.draw_modes(len(requests))
+        if len(modes) != len(requests):
+            raise ValueError(f"Got {len(modes)} modes for {len(requests)} requests.")
+        results: list[list[Document] | None] = [None] * len(requests)
+        keys = [self._cache_key(r, m) for r, m in zip(requests, modes)]
+        if self.cache is not None:
+            for i, key in enumerate(keys):
+                results[i] = self.cache.get(key)
+        pending = [i for i, r in enumerate(results) if r is None]
+        attempt = 0
+        while pending:
+            texts = self._generate([self._prompt(requests[i], modes[i]) for i in pending])
+            retry = []
+            for i, text in zip(pending, texts):
+                documents = self._check(parse_documents(text, 2 * self.words_per_doc), requests[i], modes[i])
+                if documents is not None:
+                    results[i] = documents
+                elif attempt < self.max_retries:
+                    retry.append(i)
+                else:
+                    results[i] = self._fallback(text, requests[i], modes[i])
+            pending = retry
+            if pending:
+                self.stats.retries += len(pending)
+                time.sleep(self.retry_backoff * 2**attempt)
+                attempt += 1
+        for i, documents in enumerate(results):
+            self._record(documents, modes[i])  # type: ignore[arg-type]
+            if self.cache is not None and not any(d.meta.get("fallback") for d in documents):  # type: ignore[union-attr]
+                self.cache.put(keys[i], documents)  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def _generate(self, prompts: list[list[dict[str, str]]]) -> list[str]:
+        """Generated texts; a backend that raises costs this attempt (empty texts), never the caller's run."""
+        self.stats.generations += len(prompts)
+        try:
+            return [g.text for g in self.generator.generate(prompts, self.params)]
+        except Exception:  # any backend failure (OOM, server gone) is retried, then falls back
+            logger.exception("Simulator backend %s failed on %d prompts", type(self.generator).__name__, len(prompts))
+            return [""] * len(prompts)
+
+    def _prompt(self, request: SearchRequest, mode: SimulatorMode) -> list[dict[str, str]]:
+        return simulator_messages(
+            request.query,
+            mode,
+            question=request.question,
+            golden_answers=request.golden_answers,
+            top_k=self.top_k,
+            words_per_doc=self.words_per_doc,
+            prompt_format=self.prompt_format,
+        )
+
+    def _label(self, document: Document, request: SearchRequest, mode: SimulatorMode) -> Document:
+        document.meta.update(
+            engine=self.name, label=mode, contains_answer=contains_answer(document, request.golden_answers)
+        )
+        return document
+
+    def _check(self, documents: list[Document], request: SearchRequest, mode: SimulatorMode) -> list[Document] | None:
+        """Labelled documents if acceptable, ``None`` to retry."""
+        if len(documents) < self.top_k:
+            return None
+        documents = [self._label(d, request, mode) for d in documents[: self.top_k]]
+        if mode == "noisy" and self.leak_guard != "off":
+            leaks = [d for d in documents if d.meta["contains_answer"]]
+            if leaks:
+                self.stats.leaks_detected += len(leaks)
+                if self.leak_guard == "regenerate":
+                    return None
+                for document in leaks:
+                    self._redact(document, request)
+        return documents
+
+    def _redact(self, document: Document, request: SearchRequest) -> None:
+        for answer in sorted(request.golden_answers, key=len, reverse=True):
+            pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE) if answer.strip() else None
+            if pattern is not None:
+                document.title, document.text = (
+                    pattern.sub(REDACTED, document.title),
+                    pattern.sub(REDACTED, document.text),
+                )
+        document.meta.update(redacted=True, contains_answer=contains_answer(document, request.golden_answers))
+        self.stats.leaks_redacted += 1
+
+    def _fallback(self, text: str, request: SearchRequest, mode: SimulatorMode) -> list[Document]:
+        """What a request gets after its retries: the parsable documents (leaks redacted) plus placeholders."""
+        documents = [self._label(d, request, mode) for d in parse_documents(text, 2 * self.words_per_doc)[: self.top_k]]
+        if mode == "noisy" and self.leak_guard != "off":
+            for document in documents:
+                if document.meta["contains_answer"]:
+                    self._redact(document, request)
+        reason = f"simulator output malformed or leaking after {self.max_retries + 1} attempts"
+        while len(documents) < self.top_k:
+            documents.append(
+                self._label(Document(title="", text=PLACEHOLDER_TEXT, meta={"placeholder": True}), request, mode)
+            )
+        for document in documents:
+            document.meta.update(fallback=True, shortfall=reason)
+        self.stats.fallbacks += 1
+        logger.warning("Simulated search fell back for query %r (%s mode): %s", request.query, mode, reason)
+        return documents
+
+    def _record(self, documents: list[Document], mode: SimulatorMode) -> None:
+        self.stats.requests += 1
+        if mode == "noisy":
+            self.stats.noisy_requests += 1
+        elif any(d.meta.get("contains_answer") is not None for d in documents):
+            self.stats.useful_results += 1
+            self.stats.useful_with_answer += any(d.meta.get("contains_answer") for d in documents)
+
+    def _cache_key(self, request: SearchRequest, mode: SimulatorMode) -> str:
+        return SearchCache.make_key(self.fingerprint, request, mode)

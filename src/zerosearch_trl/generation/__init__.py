@@ -1,0 +1,20 @@
+"""Text generation backends shared by the simulator and evaluation.
+
+``OpenAIGenerator`` needs the ``openai`` extra and ``VLLMGenerator`` the ``vllm`` extra (and a GPU); both import
+their dependency only when constructed.
+"""
+
+from zerosearch_trl.generation.base import Generation, GenerationParams, TextGenerator
+from zerosearch_trl.generation.openai import OpenAIGenerator, ServerUnreachableError
+from zerosearch_trl.generation.transformers import TransformersGenerator
+from zerosearch_trl.generation.vllm import VLLMGenerator
+
+__all__ = [
+    "Generation",
+    "GenerationParams",
+    "OpenAIGenerator",
+    "ServerUnreachableError",
+    "TextGenerator",
+    "TransformersGenerator",
+    "VLLMGenerator",
+]

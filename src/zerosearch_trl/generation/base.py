@@ -1,0 +1,70 @@
+"""What every text-generation backend offers: ``generate(prompts, params) -> list[Generation]``, batched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Messages = list[dict[str, str]]
+Prompt = str | Messages
+"""A raw text prompt (sent as is) or chat messages (the backend applies the chat template)."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters shared by all backends.
+
+    Attributes:
+        max_new_tokens: generation budget per prompt.
+        temperature: 0 means greedy decoding.
+        top_p: nucleus sampling mass.
+        stop: strings that end a generation (kept in the returned text).
+        seed: makes sampling repeatable where the backend allows it.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+@dataclass
+class Generation:
+    """One generated continuation.
+
+    Attributes:
+        text: the generated text (special tokens removed; a stop string that fired is kept).
+        finish_reason: ``"stop"`` (EOS or a stop string), ``"length"`` (budget spent) or ``"error"``.
+        token_ids: generated token ids, when the backend exposes them.
+    """
+
+    text: str
+    finish_reason: str = "stop"
+    token_ids: list[int] | None = None
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """A batched text generator. Implementations: transformers (in-process), OpenAI-compatible HTTP, vLLM."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """Generate one continuation per prompt, in order."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` just after the earliest stop string; return ``(text, whether one was found)``."""
+    cuts = [text.find(s) + len(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)

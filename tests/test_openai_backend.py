@@ -1,0 +1,116 @@
+"""OpenAIGenerator against a real OpenAI-compatible server on loopback (`transformers serve`, CPU, offline)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from zerosearch_trl.engines.base import SearchRequest
+from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+from zerosearch_trl.generation import GenerationParams, OpenAIGenerator, ServerUnreachableError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    executable = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
+    process = subprocess.Popen(
+        [executable, "serve", str(folder), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"transformers serve exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError("transformers serve did not become healthy within 180 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    port = free_port()
+    process = start_server(tiny_model_dir, port)
+    yield process, f"http://127.0.0.1:{port}/v1"
+    stop_server(process)
+
+
+def test_chat_and_text_prompts_through_the_server(server):
+    _, base_url = server
+    generator = OpenAIGenerator(base_url, max_concurrency=4)
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(5)] + ["a raw text prompt"]
+    generations = generator.generate(prompts, GenerationParams(max_new_tokens=6, temperature=0))
+    assert len(generations) == 6
+    assert generator.model == str(generator.client.models.list().data[0].id)  # discovered from /v1/models
+    assert all(g.finish_reason in ("stop", "length") for g in generations)
+    assert any(g.text for g in generations)
+
+
+def test_simulated_engine_over_http_always_returns_top_k(server):
+    _, base_url = server
+    engine = SimulatedSearchEngine(OpenAIGenerator(base_url), max_new_tokens=8, max_retries=1, retry_backoff=0)
+    results = engine.search([SearchRequest("q1", "Q1?", ["a"]), SearchRequest("q2")])
+    assert [len(r) for r in results] == [5, 5]
+    assert engine.stats.generations >= 2
+
+
+def test_server_down_fails_at_first_call_naming_the_url():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    generator = OpenAIGenerator(url, model="m", max_retries=0, timeout=5)
+    with pytest.raises(ServerUnreachableError, match="127.0.0.1") as error:
+        generator.generate(["hi"], GenerationParams(max_new_tokens=2))
+    assert "transformers serve" in str(error.value)
+
+
+def test_server_dying_mid_run_costs_a_fallback_not_the_run(tiny_model_dir):
+    port = free_port()
+    process = start_server(tiny_model_dir, port)
+    try:
+        generator = OpenAIGenerator(f"http://127.0.0.1:{port}/v1", max_retries=1, timeout=10)
+        engine = SimulatedSearchEngine(generator, max_new_tokens=4, max_retries=1, retry_backoff=0.01)
+        assert len(engine.search([SearchRequest("before")])[0]) == 5
+    finally:
+        stop_server(process)
+    (documents,) = engine.search([SearchRequest("after")])
+    assert len(documents) == 5 and all(d.meta["fallback"] for d in documents)
+
+
+def test_api_key_comes_from_the_environment_and_is_not_in_repr(monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-secret-123")
+    generator = OpenAIGenerator("http://127.0.0.1:9/v1", model="m", api_key_env="MY_KEY")
+    assert generator.client.api_key == "sk-secret-123"
+    assert "sk-secret-123" not in repr(generator.__dict__.get("fingerprint", "")) + generator.fingerprint
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="base_url"):
+        OpenAIGenerator("localhost:8000")
+    with pytest.raises(ValueError, match="max_concurrency"):
+        OpenAIGenerator("http://localhost:8000/v1", max_concurrency=0)
