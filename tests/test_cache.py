@@ -18,8 +18,10 @@ class CountingEngine:
     def search(self, requests):
         with self.lock:
             self.seen += len(requests)
-        return [[Document(title=r.query, text=f"about {r.query} {i}", meta={"engine": "counting"}) for i in range(2)]
-                for r in requests]
+        return [
+            [Document(title=r.query, text=f"about {r.query} {i}", meta={"engine": "counting"}) for i in range(2)]
+            for r in requests
+        ]
 
 
 def test_hits_misses_and_fresh_copies():

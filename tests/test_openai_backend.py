@@ -27,7 +27,9 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
     executable = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
     process = subprocess.Popen(
         [executable, "serve", str(folder), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.time() + 180

@@ -16,7 +16,10 @@ from zerosearch_trl.generation import Generation, TransformersGenerator
 
 
 class ScriptedGenerator:
-    """Answers each prompt with the next scripted text (or a function of the prompt)."""
+    """Answers each prompt with the next scripted text (or a function of the prompts).
+
+    Scripts hold whole outputs; like a real backend, the part that a prompt prefilled is not returned.
+    """
 
     name = "scripted"
 
@@ -26,7 +29,12 @@ class ScriptedGenerator:
     def generate(self, prompts, params):
         self.calls.append(prompts)
         texts = self.script(prompts) if callable(self.script) else [self.script.pop(0) for _ in prompts]
-        return [Generation(text=t) for t in texts]
+        prefills = [p[-1]["content"] if p[-1]["role"] == "assistant" else "" for p in prompts]
+        return [Generation(text=t[len(f):] if t.startswith(f) else t) for t, f in zip(texts, prefills)]
+
+
+def user_message(prompt):
+    return next(m["content"] for m in prompt if m["role"] == "user")
 
 
 def docs_text(n, body="Lyon is a large city in France on the Rhone river."):
@@ -45,6 +53,7 @@ REQUEST = SearchRequest("Lyon country", question="In which country is Lyon?", go
         ("**Document 1**: Title: X) body one\n\nDocument 2 - body two", ["X", ""], ["body one", "body two"]),
         ("Doc 1 (Title: Empty)\nDoc 2 (Title: Full) text", ["Full"], ["text"]),
         ("no numbered documents at all", [], []),
+        ("(Title: Single) one unnumbered result", ["Single"], ["one unnumbered result"]),
         ("", [], []),
     ],
 )
@@ -66,8 +75,8 @@ def test_useful_documents_are_labelled():
     assert len(documents) == 5
     assert {d.meta["label"] for d in documents} == {"useful"}
     assert all(d.meta["engine"] == "simulated" and d.meta["contains_answer"] for d in documents)
-    prompt = generator.calls[0][0][-1]["content"]
-    assert "In which country is Lyon?" in prompt and '"France"' in prompt and "Query: Lyon country" in prompt
+    prompt = user_message(generator.calls[0][0])
+    assert "In which country is Lyon?" in prompt and '"France"' in prompt and 'query "Lyon country"' in prompt
     assert engine.stats.as_dict()["useful_answer_rate"] == 1.0
 
 
@@ -86,6 +95,7 @@ def test_fallback_after_bounded_retries_is_logged(caplog):
         (documents,) = engine.search([REQUEST])
     assert len(generator.calls) == 2  # one try + one retry, never more
     assert len(documents) == 5
+    # The two distinct documents are kept (a repeat is not a new result); placeholders fill the rest.
     assert [d.text for d in documents[2:]] == [PLACEHOLDER_TEXT] * 3
     assert all(d.meta["fallback"] and "2 attempts" in d.meta["shortfall"] for d in documents)
     assert engine.stats.fallbacks == 1
@@ -112,13 +122,25 @@ def test_retries_only_the_failed_rows_and_keeps_order():
     }
 
     def script(prompts):
-        return [outputs[p[-1]["content"].rsplit("Query: ", 1)[1]].pop(0) for p in prompts]
+        return [outputs[user_message(p).split('"')[1]].pop(0) for p in prompts]
 
     generator = ScriptedGenerator(script)
     engine = SimulatedSearchEngine(generator, retry_backoff=0)
     results = engine.search([SearchRequest(f"q{i}") for i in range(3)])
     assert [r[0].text for r in results] == ["zero zero", "one one", "two two"]
     assert [len(c) for c in generator.calls] == [3, 1]
+
+
+def test_per_document_mode_generates_one_result_per_missing_slot():
+    results = iter(["(Title: A) first.", "junk", "(Title: C) third.", "(Title: D) fourth.", "(Title: E) fifth.",
+                    "(Title: B) second."])
+    generator = ScriptedGenerator(lambda prompts: [next(results) for _ in prompts])
+    engine = SimulatedSearchEngine(generator, per_document=True, retry_backoff=0)
+    (documents,) = engine.search([REQUEST])
+    assert [d.title for d in documents] == ["A", "C", "D", "E", "B"]
+    assert [len(c) for c in generator.calls] == [5, 1]  # only the failed slot is asked again
+    assert generator.calls[0][0][-1] == {"role": "assistant", "content": "(Title:"}
+    assert "one search result" in user_message(generator.calls[0][0])
 
 
 def test_noisy_leak_is_regenerated():
@@ -130,7 +152,7 @@ def test_noisy_leak_is_regenerated():
     assert not any(d.meta["contains_answer"] for d in documents)
     assert engine.stats.leaks_detected == 5 and engine.stats.noisy_fraction == 1.0
     # A prompt-only simulator's noisy prompt does not show the answer.
-    assert "France" not in generator.calls[0][0][-1]["content"]
+    assert "France" not in user_message(generator.calls[0][0])
 
 
 def test_noisy_leak_is_redacted_when_asked_or_when_retries_run_out():
@@ -147,7 +169,7 @@ def test_leak_guard_off_keeps_leaks_and_finetuned_format_shows_answer():
     engine = SimulatedSearchEngine(generator, noise_prob=1.0, leak_guard="off", prompt_format="finetuned")
     (documents,) = engine.search([REQUEST])
     assert all(d.meta["contains_answer"] for d in documents)
-    assert "France" in generator.calls[0][0][-1]["content"]
+    assert "France" in user_message(generator.calls[0][0])
 
 
 def test_noise_draw_is_per_request_and_seeded():

@@ -1,93 +1,116 @@
 """zerosearch-trl: train LLM search agents with RL on TRL, against a simulated search engine.
 
+Public names are re-exported here flat and imported on first use, so ``import zerosearch_trl`` stays cheap
+(the reward functions need neither torch nor transformers).
+
 Example:
     >>> import zerosearch_trl as zs
     >>> zs.f1_reward(["<answer> Paris </answer>"], golden_answers=[["Paris"]])
     [1.0]
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0.dev0"
 
-from zerosearch_trl.data import QADataError, load_qa_dataset
-from zerosearch_trl.demo import DemoTask, make_demo_task
-from zerosearch_trl.engines import (
-    CachedSearchEngine,
-    Document,
-    SearchCache,
-    SearchEngine,
-    SearchRequest,
-    SimulatedSearchEngine,
-    SimulatorStats,
-)
-from zerosearch_trl.generation import (
-    Generation,
-    GenerationParams,
-    OpenAIGenerator,
-    TextGenerator,
-    TransformersGenerator,
-    VLLMGenerator,
-)
-from zerosearch_trl.models import (
-    DEFAULT_MODEL_NAME,
-    EmbeddedModelMissingError,
-    default_model_path,
-    load_default_model,
-    load_model,
-    load_tokenizer,
-)
-from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
-from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
-from zerosearch_trl.rewards import (
-    cover_em_reward,
-    cover_exact_match,
-    exact_match,
-    exact_match_reward,
-    extract_answer,
-    f1_reward,
-    f1_score,
-    format_reward,
-    normalize_answer,
-)
+_EXPORTS: dict[str, str] = {
+    "Action": "zerosearch_trl.protocol",
+    "CachedSearchEngine": "zerosearch_trl.engines",
+    "DEFAULT_MODEL_NAME": "zerosearch_trl.models",
+    "DemoTask": "zerosearch_trl.demo",
+    "Document": "zerosearch_trl.engines",
+    "EmbeddedModelMissingError": "zerosearch_trl.models",
+    "Generation": "zerosearch_trl.generation",
+    "GenerationParams": "zerosearch_trl.generation",
+    "OpenAIGenerator": "zerosearch_trl.generation",
+    "QADataError": "zerosearch_trl.data",
+    "SearchCache": "zerosearch_trl.engines",
+    "SearchEngine": "zerosearch_trl.engines",
+    "SearchRequest": "zerosearch_trl.engines",
+    "SimulatedSearchEngine": "zerosearch_trl.engines",
+    "SimulatorStats": "zerosearch_trl.engines",
+    "THINK_PREFILL": "zerosearch_trl.prompts",
+    "TextGenerator": "zerosearch_trl.generation",
+    "TransformersGenerator": "zerosearch_trl.generation",
+    "VLLMGenerator": "zerosearch_trl.generation",
+    "build_policy_prompt": "zerosearch_trl.prompts",
+    "cover_em_reward": "zerosearch_trl.rewards",
+    "cover_exact_match": "zerosearch_trl.rewards",
+    "default_model_path": "zerosearch_trl.models",
+    "exact_match": "zerosearch_trl.rewards",
+    "exact_match_reward": "zerosearch_trl.rewards",
+    "extract_answer": "zerosearch_trl.rewards",
+    "f1_reward": "zerosearch_trl.rewards",
+    "f1_score": "zerosearch_trl.rewards",
+    "format_reward": "zerosearch_trl.rewards",
+    "is_well_formed": "zerosearch_trl.protocol",
+    "load_default_model": "zerosearch_trl.models",
+    "load_model": "zerosearch_trl.models",
+    "load_qa_dataset": "zerosearch_trl.data",
+    "load_tokenizer": "zerosearch_trl.models",
+    "make_demo_task": "zerosearch_trl.demo",
+    "normalize_answer": "zerosearch_trl.rewards",
+    "parse_action": "zerosearch_trl.protocol",
+    "render_observation": "zerosearch_trl.protocol",
+    "render_policy_prompt": "zerosearch_trl.prompts",
+}
 
-__all__ = [
-    "DEFAULT_MODEL_NAME",
-    "THINK_PREFILL",
-    "Action",
-    "CachedSearchEngine",
-    "Document",
-    "SearchCache",
-    "SearchEngine",
-    "SearchRequest",
-    "SimulatedSearchEngine",
-    "SimulatorStats",
-    "OpenAIGenerator",
-    "VLLMGenerator",
-    "DemoTask",
-    "EmbeddedModelMissingError",
-    "Generation",
-    "GenerationParams",
-    "QADataError",
-    "TextGenerator",
-    "TransformersGenerator",
-    "__version__",
-    "build_policy_prompt",
-    "cover_em_reward",
-    "cover_exact_match",
-    "default_model_path",
-    "exact_match",
-    "exact_match_reward",
-    "extract_answer",
-    "f1_reward",
-    "f1_score",
-    "format_reward",
-    "is_well_formed",
-    "load_default_model",
-    "load_model",
-    "load_qa_dataset",
-    "load_tokenizer",
-    "make_demo_task",
-    "normalize_answer",
-    "parse_action",
-    "render_observation",
-    "render_policy_prompt",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real imports
+    from zerosearch_trl.data import QADataError, load_qa_dataset
+    from zerosearch_trl.demo import DemoTask, make_demo_task
+    from zerosearch_trl.engines import (
+        CachedSearchEngine,
+        Document,
+        SearchCache,
+        SearchEngine,
+        SearchRequest,
+        SimulatedSearchEngine,
+        SimulatorStats,
+    )
+    from zerosearch_trl.generation import (
+        Generation,
+        GenerationParams,
+        OpenAIGenerator,
+        TextGenerator,
+        TransformersGenerator,
+        VLLMGenerator,
+    )
+    from zerosearch_trl.models import (
+        DEFAULT_MODEL_NAME,
+        EmbeddedModelMissingError,
+        default_model_path,
+        load_default_model,
+        load_model,
+        load_tokenizer,
+    )
+    from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
+    from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
+    from zerosearch_trl.rewards import (
+        cover_em_reward,
+        cover_exact_match,
+        exact_match,
+        exact_match_reward,
+        extract_answer,
+        f1_reward,
+        f1_score,
+        format_reward,
+        normalize_answer,
+    )

@@ -112,8 +112,17 @@ class SimulateConfig:
     top_k: int = field(default=5, metadata={"help": "Documents per query (paper: 5)."})
     model: str = field(default="default", metadata={"help": "Simulator model for the transformers backend."})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (uses that backend)."})
-    backend: str | None = field(default=None, metadata={"help": "'transformers', 'openai' or 'vllm' (default: openai if --base_url, else transformers)."})
-    prompt_format: str = field(default="prompt_only", metadata={"help": "'prompt_only' or 'finetuned' (a simulator from sft-simulator)."})
+    backend: str | None = field(
+        default=None,
+        metadata={"help": "'transformers', 'openai' or 'vllm' (default: openai if --base_url, else transformers)."},
+    )
+    prompt_format: str = field(
+        default="prompt_only", metadata={"help": "'prompt_only' or 'finetuned' (a simulator from sft-simulator)."}
+    )
+    per_document: bool | None = field(
+        default=None,
+        metadata={"help": "One document per generation (default: on for the embedded 135M model, off otherwise)."},
+    )
     temperature: float = field(default=0.8, metadata={"help": "Simulator temperature (paper: 0.8)."})
     max_new_tokens: int = field(default=600, metadata={"help": "Simulator generation budget (paper: ~600)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
@@ -124,6 +133,7 @@ def _run_simulate(argv: Sequence[str]) -> int:
     from zerosearch_trl.engines.simulated import SimulatedSearchEngine
     from zerosearch_trl.generation.base import GenerationParams
     from zerosearch_trl.generation.factory import make_generator
+    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
     from zerosearch_trl.protocol import format_document
 
     parser = TrlParser([SimulateConfig])
@@ -133,9 +143,20 @@ def _run_simulate(argv: Sequence[str]) -> int:
     SimulatedSearchEngine.check_settings(top_k=config.top_k, prompt_format=config.prompt_format)
     GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     generator = make_generator(backend, model=config.model, base_url=config.base_url)
-    engine = SimulatedSearchEngine(generator, top_k=config.top_k, temperature=config.temperature,
-                                   max_new_tokens=config.max_new_tokens, prompt_format=config.prompt_format,
-                                   seed=config.seed)
+    per_document = (
+        config.per_document
+        if config.per_document is not None
+        else config.model in DEFAULT_MODEL_ALIASES and not config.base_url
+    )
+    engine = SimulatedSearchEngine(
+        generator,
+        per_document=per_document,
+        top_k=config.top_k,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        prompt_format=config.prompt_format,
+        seed=config.seed,
+    )
     request = SearchRequest(config.query, question=config.question, golden_answers=tuple(config.answer))
     (documents,) = engine.search([request], modes=["noisy" if config.noisy else "useful"])
     for i, document in enumerate(documents, start=1):

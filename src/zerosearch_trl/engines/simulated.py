@@ -23,7 +23,7 @@ from typing import Literal
 from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, validate_top_k
 from zerosearch_trl.engines.cache import SearchCache
 from zerosearch_trl.generation.base import GenerationParams, TextGenerator
-from zerosearch_trl.prompts import SimulatorFormat, SimulatorMode, simulator_messages
+from zerosearch_trl.prompts import SimulatorFormat, SimulatorMode, simulator_messages, simulator_prefill
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,17 @@ _TITLE = re.compile(r"^\(?\s*Title:\s*(.*?)\s*\)\s*", re.IGNORECASE)
 def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
     """Parse simulator output into documents, leniently.
 
-    Accepts ``Doc N (Title: t) text`` (our format), ``Doc N: text``, ``Document N``, ``[N]`` and ``N.`` numbering;
-    drops documents with empty text; truncates each text to ``max_words`` words.
+    Accepts ``Doc N (Title: t) text`` (our format), ``Doc N: text``, ``Document N``, ``[N]`` and ``N.`` numbering,
+    or one unnumbered ``(Title: t) text``; drops documents with empty text; truncates each text to ``max_words``
+    words.
 
     Example:
         >>> [d.title for d in parse_documents("Doc 1 (Title: Lyon) A city.\\nDoc 2: Another text.")]
         ['Lyon', '']
     """
     starts = list(_DOC_START.finditer(text))
+    if not starts and _TITLE.match(text.lstrip()):  # a single unnumbered "(Title: t) text" result
+        starts = [re.match(r"\s*", text)]
     documents = []
     for match, following in zip(starts, starts[1:] + [None]):
         body = text[match.end() : following.start() if following else len(text)].strip()
@@ -57,6 +60,8 @@ def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
         title_match = _TITLE.match(body)
         if title_match:
             title, body = title_match.group(1).strip(), body[title_match.end() :]
+        elif body.lower().startswith(("(title:", "title:")):
+            continue  # an unclosed title: a truncated or garbled result
         words = body.split()
         if max_words is not None:
             words = words[:max_words]
@@ -110,6 +115,12 @@ class SimulatedSearchEngine:
             request, redact if it still leaks), ``"redact"`` (mask the answer at once) or ``"off"``.
         prompt_format: ``"prompt_only"`` for an off-the-shelf instruct model, ``"finetuned"`` for a simulator
             trained with :mod:`zerosearch_trl.simulator_sft`.
+        per_document: ask for one document per generation (``top_k`` generations per request) instead of all
+            ``top_k`` in one; small prompt-only simulators, such as the embedded 135M model, manage the
+            one-document format far more often. Each generation is then capped at ``4 * words_per_doc + 16``
+            tokens and stops at a blank line.
+        prefill: start the simulator's answer with the expected format (``Doc 1 (Title:``); the backend must
+            support continuing an assistant message (transformers, vLLM and SGLang do).
         cache: a :class:`~zerosearch_trl.engines.cache.SearchCache`; off by default, since sampling diversity is
             part of the simulation.
         seed: seeds the noise draws.
@@ -137,18 +148,34 @@ class SimulatedSearchEngine:
         retry_backoff: float = 0.1,
         leak_guard: LeakGuard = "regenerate",
         prompt_format: SimulatorFormat = "prompt_only",
+        per_document: bool = False,
+        prefill: bool = True,
         cache: SearchCache | None = None,
         seed: int | None = None,
     ) -> None:
-        self.check_settings(top_k=top_k, noise_prob=noise_prob, words_per_doc=words_per_doc, max_retries=max_retries,
-                            retry_backoff=retry_backoff, leak_guard=leak_guard, prompt_format=prompt_format)
+        self.check_settings(
+            top_k=top_k,
+            noise_prob=noise_prob,
+            words_per_doc=words_per_doc,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            leak_guard=leak_guard,
+            prompt_format=prompt_format,
+        )
         self.generator = generator
         self.top_k = top_k
         self.noise_prob = noise_prob
         self.words_per_doc = words_per_doc
-        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        if per_document:
+            # One ~30-word result needs ~4 tokens a word at most; stopping at a blank line ends a model that
+            # would otherwise keep writing more results into the same slot.
+            max_new_tokens, stop = min(max_new_tokens, 4 * words_per_doc + 16), ("\n\n",)
+        else:
+            stop = ()
+        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop)
         self.max_retries, self.retry_backoff = max_retries, retry_backoff
         self.leak_guard, self.prompt_format = leak_guard, prompt_format
+        self.per_document, self.prefill = per_document, prefill
         self.cache = cache
         self.stats = SimulatorStats()
         self._rng = random.Random(seed)
@@ -193,7 +220,10 @@ class SimulatedSearchEngine:
     def fingerprint(self) -> str:
         """Identifies what this engine would generate, for cache keys."""
         generator = getattr(self.generator, "fingerprint", type(self.generator).__name__)
-        return f"simulated|{generator}|{self.prompt_format}|k={self.top_k}|w={self.words_per_doc}|{self.params}"
+        return (
+            f"simulated|{generator}|{self.prompt_format}|k={self.top_k}|w={self.words_per_doc}|"
+            f"per_doc={self.per_document}|prefill={self.prefill}|{self.params}"
+        )
 
     def draw_modes(self, n: int) -> list[SimulatorMode]:
         """Draw useful/noisy for ``n`` requests, independently, with the current ``noise_prob``."""
@@ -214,34 +244,59 @@ class SimulatedSearchEngine:
         modes = list(modes) if modes is not None else self.draw_modes(len(requests))
         if len(modes) != len(requests):
             raise ValueError(f"Got {len(modes)} modes for {len(requests)} requests.")
-        results: list[list[Document] | None] = [None] * len(requests)
         keys = [self._cache_key(r, m) for r, m in zip(requests, modes)]
-        if self.cache is not None:
-            for i, key in enumerate(keys):
-                results[i] = self.cache.get(key)
-        pending = [i for i, r in enumerate(results) if r is None]
-        attempt = 0
-        while pending:
-            texts = self._generate([self._prompt(requests[i], modes[i]) for i in pending])
-            retry = []
-            for i, text in zip(pending, texts):
-                documents = self._check(parse_documents(text, 2 * self.words_per_doc), requests[i], modes[i])
-                if documents is not None:
-                    results[i] = documents
-                elif attempt < self.max_retries:
-                    retry.append(i)
-                else:
-                    results[i] = self._fallback(text, requests[i], modes[i])
-            pending = retry
-            if pending:
+        cached = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        # Documents are collected per request across attempts until it has top_k acceptable ones.
+        kept: dict[int, list[Document]] = {i: [] for i, c in enumerate(cached) if c is None}
+        leaked: dict[int, list[Document]] = {i: [] for i in kept}
+        for attempt in range(self.max_retries + 1):
+            pending = [i for i in kept if len(kept[i]) < self.top_k]
+            if not pending:
+                break
+            if attempt:
                 self.stats.retries += len(pending)
-                time.sleep(self.retry_backoff * 2**attempt)
-                attempt += 1
-        for i, documents in enumerate(results):
-            self._record(documents, modes[i])  # type: ignore[arg-type]
-            if self.cache is not None and not any(d.meta.get("fallback") for d in documents):  # type: ignore[union-attr]
-                self.cache.put(keys[i], documents)  # type: ignore[arg-type]
-        return results  # type: ignore[return-value]
+                time.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            # One generation per request, or one per missing document in per-document mode.
+            jobs = [i for i in pending for _ in range(self.top_k - len(kept[i]) if self.per_document else 1)]
+            texts = self._generate([self._prompt(requests[i], modes[i]) for i in jobs])
+            for i, text in zip(jobs, texts):
+                self._collect(i, text, requests[i], modes[i], kept, leaked)
+        results = []
+        for i, request in enumerate(requests):
+            documents = cached[i] if cached[i] is not None else kept[i][: self.top_k]
+            if len(documents) < self.top_k:
+                documents = self._fallback(documents, leaked[i], request, modes[i])
+            elif cached[i] is None and self.cache is not None:
+                self.cache.put(keys[i], documents)
+            self._record(documents, modes[i])
+            results.append(documents)
+        return results
+
+    def _collect(
+        self,
+        i: int,
+        text: str,
+        request: SearchRequest,
+        mode: SimulatorMode,
+        kept: dict[int, list[Document]],
+        leaked: dict[int, list[Document]],
+    ) -> None:
+        """Parse one generation and keep its acceptable, new documents for request ``i``."""
+        n_docs = 1 if self.per_document else self.top_k
+        documents = parse_documents(simulator_prefill(n_docs) + text if self.prefill else text, 2 * self.words_per_doc)
+        seen = {(d.title, d.text) for d in kept[i]}
+        for document in documents[:n_docs]:
+            if (document.title, document.text) in seen:
+                continue
+            seen.add((document.title, document.text))
+            self._label(document, request, mode)
+            if mode == "noisy" and self.leak_guard != "off" and document.meta["contains_answer"]:
+                self.stats.leaks_detected += 1
+                if self.leak_guard == "regenerate":
+                    leaked[i].append(document)
+                    continue
+                self._redact(document, request)
+            kept[i].append(document)
 
     def _generate(self, prompts: list[list[dict[str, str]]]) -> list[str]:
         """Generated texts; a backend that raises costs this attempt (empty texts), never the caller's run."""
@@ -258,55 +313,38 @@ class SimulatedSearchEngine:
             mode,
             question=request.question,
             golden_answers=request.golden_answers,
-            top_k=self.top_k,
+            n_docs=1 if self.per_document else self.top_k,
             words_per_doc=self.words_per_doc,
             prompt_format=self.prompt_format,
+            prefill=self.prefill,
         )
 
-    def _label(self, document: Document, request: SearchRequest, mode: SimulatorMode) -> Document:
-        document.meta.update(
-            engine=self.name, label=mode, contains_answer=contains_answer(document, request.golden_answers)
-        )
-        return document
-
-    def _check(self, documents: list[Document], request: SearchRequest, mode: SimulatorMode) -> list[Document] | None:
-        """Labelled documents if acceptable, ``None`` to retry."""
-        if len(documents) < self.top_k:
-            return None
-        documents = [self._label(d, request, mode) for d in documents[: self.top_k]]
-        if mode == "noisy" and self.leak_guard != "off":
-            leaks = [d for d in documents if d.meta["contains_answer"]]
-            if leaks:
-                self.stats.leaks_detected += len(leaks)
-                if self.leak_guard == "regenerate":
-                    return None
-                for document in leaks:
-                    self._redact(document, request)
-        return documents
+    def _label(self, document: Document, request: SearchRequest, mode: SimulatorMode) -> None:
+        contains = contains_answer(document, request.golden_answers)
+        document.meta.update(engine=self.name, label=mode, contains_answer=contains)
 
     def _redact(self, document: Document, request: SearchRequest) -> None:
         for answer in sorted(request.golden_answers, key=len, reverse=True):
-            pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE) if answer.strip() else None
-            if pattern is not None:
-                document.title, document.text = (
-                    pattern.sub(REDACTED, document.title),
-                    pattern.sub(REDACTED, document.text),
-                )
+            if answer.strip():
+                pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE)
+                document.title = pattern.sub(REDACTED, document.title)
+                document.text = pattern.sub(REDACTED, document.text)
         document.meta.update(redacted=True, contains_answer=contains_answer(document, request.golden_answers))
         self.stats.leaks_redacted += 1
 
-    def _fallback(self, text: str, request: SearchRequest, mode: SimulatorMode) -> list[Document]:
-        """What a request gets after its retries: the parsable documents (leaks redacted) plus placeholders."""
-        documents = [self._label(d, request, mode) for d in parse_documents(text, 2 * self.words_per_doc)[: self.top_k]]
-        if mode == "noisy" and self.leak_guard != "off":
-            for document in documents:
-                if document.meta["contains_answer"]:
-                    self._redact(document, request)
-        reason = f"simulator output malformed or leaking after {self.max_retries + 1} attempts"
+    def _fallback(
+        self, documents: list[Document], leaked: list[Document], request: SearchRequest, mode: SimulatorMode
+    ) -> list[Document]:
+        """Complete a short result after its retries: redacted leaks first, then explicit placeholders."""
+        documents = list(documents)
+        for document in leaked[: self.top_k - len(documents)]:
+            self._redact(document, request)
+            documents.append(document)
         while len(documents) < self.top_k:
-            documents.append(
-                self._label(Document(title="", text=PLACEHOLDER_TEXT, meta={"placeholder": True}), request, mode)
-            )
+            placeholder = Document(title="", text=PLACEHOLDER_TEXT, meta={"placeholder": True})
+            self._label(placeholder, request, mode)
+            documents.append(placeholder)
+        reason = f"simulator output malformed or leaking after {self.max_retries + 1} attempts"
         for document in documents:
             document.meta.update(fallback=True, shortfall=reason)
         self.stats.fallbacks += 1

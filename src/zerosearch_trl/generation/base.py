@@ -8,7 +8,8 @@ from typing import Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
 Prompt = str | Messages
-"""A raw text prompt (sent as is) or chat messages (the backend applies the chat template)."""
+"""A raw text prompt (sent as is) or chat messages (the backend applies the chat template). Messages that end
+with an assistant message are a prefill: the backend continues that message, and returns only the new text."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class TextGenerator(Protocol):
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         """Generate one continuation per prompt, in order."""
         ...
+
+
+def is_prefilled(prompt: Prompt) -> bool:
+    """Whether ``prompt`` is chat messages ending with an assistant prefix to continue."""
+    return not isinstance(prompt, str) and bool(prompt) and prompt[-1].get("role") == "assistant"
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -38,8 +38,9 @@ def make_generator(
             raise ValueError("The 'openai' backend needs base_url, e.g. --base_url http://localhost:8000/v1.")
         from zerosearch_trl.generation.openai import OpenAIGenerator
 
-        return OpenAIGenerator(base_url, model=None if model in (None, "default") else model,
-                               max_concurrency=max_concurrency)
+        return OpenAIGenerator(
+            base_url, model=None if model in (None, "default") else model, max_concurrency=max_concurrency
+        )
     if backend == "vllm":
         from zerosearch_trl.generation.vllm import VLLMGenerator
         from zerosearch_trl.models import default_model_path

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,11 @@ class OpenAIGenerator:
                 choice = self.client.completions.create(prompt=prompt, **common).choices[0]
                 text = choice.text or ""
             else:
-                choice = self.client.chat.completions.create(messages=prompt, **common).choices[0]
+                # vLLM and SGLang continue a final assistant message when asked to (our prefill).
+                extra = (
+                    {"continue_final_message": True, "add_generation_prompt": False} if is_prefilled(prompt) else None
+                )
+                choice = self.client.chat.completions.create(messages=prompt, extra_body=extra, **common).choices[0]
                 text = choice.message.content or ""
         except self._errors as error:
             return error

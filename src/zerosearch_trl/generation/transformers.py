@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, truncate_at_stop
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled, truncate_at_stop
 
 
 class TransformersGenerator:
@@ -40,6 +40,8 @@ class TransformersGenerator:
         """The exact text fed to the model for ``prompt``."""
         if isinstance(prompt, str):
             return prompt
+        if is_prefilled(prompt):
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     @torch.no_grad()

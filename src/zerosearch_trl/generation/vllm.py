@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
 
 
 def import_vllm() -> Any:
@@ -50,16 +50,23 @@ class VLLMGenerator:
             include_stop_str_in_output=True,
         )
         results: list[Generation | None] = [None] * len(prompts)
-        chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
         texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        if chats:
-            outputs = self.llm.chat([prompts[i] for i in chats], sampling, use_tqdm=False)
-            for i, output in zip(chats, outputs):
-                results[i] = _to_generation(output)
         if texts:
             outputs = self.llm.generate([prompts[i] for i in texts], sampling, use_tqdm=False)
             for i, output in zip(texts, outputs):
                 results[i] = _to_generation(output)
+        for prefilled in (False, True):  # vLLM takes the continue flag per call, so group the chats by it
+            chats = [i for i, p in enumerate(prompts) if not isinstance(p, str) and is_prefilled(p) == prefilled]
+            if chats:
+                outputs = self.llm.chat(
+                    [prompts[i] for i in chats],
+                    sampling,
+                    use_tqdm=False,
+                    add_generation_prompt=not prefilled,
+                    continue_final_message=prefilled,
+                )
+                for i, output in zip(chats, outputs):
+                    results[i] = _to_generation(output)
         return results  # type: ignore[return-value]
 
 
