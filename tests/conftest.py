@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from helpers import make_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we know
 
 
 @pytest.fixture(scope="session")
@@ -37,31 +39,6 @@ def tokenizer(default_model_dir):
     from zerosearch_trl.models import load_tokenizer
 
     return load_tokenizer(default_model_dir)
-
-
-def make_tiny_model(tokenizer, architecture: str = "llama", seed: int = 0):
-    """A random 2-layer model over the real tokenizer's vocabulary: loads and generates in milliseconds."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
-
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
-    config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model.eval()
 
 
 @pytest.fixture(params=["llama", "qwen2"])

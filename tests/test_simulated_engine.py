@@ -9,28 +9,11 @@ import logging
 
 import pytest
 
+from helpers import ScriptedGenerator
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.cache import SearchCache
 from zerosearch_trl.engines.simulated import PLACEHOLDER_TEXT, SimulatedSearchEngine, parse_documents
-from zerosearch_trl.generation import Generation, TransformersGenerator
-
-
-class ScriptedGenerator:
-    """Answers each prompt with the next scripted text (or a function of the prompts).
-
-    Scripts hold whole outputs; like a real backend, the part that a prompt prefilled is not returned.
-    """
-
-    name = "scripted"
-
-    def __init__(self, script):
-        self.script, self.calls = script, []
-
-    def generate(self, prompts, params):
-        self.calls.append(prompts)
-        texts = self.script(prompts) if callable(self.script) else [self.script.pop(0) for _ in prompts]
-        prefills = [p[-1]["content"] if p[-1]["role"] == "assistant" else "" for p in prompts]
-        return [Generation(text=t[len(f):] if t.startswith(f) else t) for t, f in zip(texts, prefills)]
+from zerosearch_trl.generation import TransformersGenerator
 
 
 def user_message(prompt):
@@ -132,8 +115,16 @@ def test_retries_only_the_failed_rows_and_keeps_order():
 
 
 def test_per_document_mode_generates_one_result_per_missing_slot():
-    results = iter(["(Title: A) first.", "junk", "(Title: C) third.", "(Title: D) fourth.", "(Title: E) fifth.",
-                    "(Title: B) second."])
+    results = iter(
+        [
+            "(Title: A) first.",
+            "junk",
+            "(Title: C) third.",
+            "(Title: D) fourth.",
+            "(Title: E) fifth.",
+            "(Title: B) second.",
+        ]
+    )
     generator = ScriptedGenerator(lambda prompts: [next(results) for _ in prompts])
     engine = SimulatedSearchEngine(generator, per_document=True, retry_backoff=0)
     (documents,) = engine.search([REQUEST])

@@ -22,23 +22,28 @@ _RULES = (
     "with no explanation, for example <answer> Beijing </answer>."
 )
 
+_SHORT_RULES = (
+    "Answer the question. Think inside <think> </think>. To search, write <search> query </search>; results come "
+    "back inside <information> </information>. Give the final answer inside <answer> </answer>."
+)
+
 _EXAMPLE = (
-    "Here is an example.\n"
-    "Question: In which country is the town of Ostrava?\n"
-    "<think> I do not know where Ostrava is, so I will search for it. </think>\n"
-    "<search> Ostrava country </search>\n"
-    "<information>Doc 1 (Title: Ostrava) Ostrava is the third largest city in the Czech Republic, near the "
-    "border with Poland.</information>\n"
-    "<think> The result says Ostrava is in the Czech Republic. </think>\n"
-    "<answer> Czech Republic </answer>\n"
-    "Now answer the real question in the same way."
+    "Example:\n"
+    "Question: In which city was Mira Holtberg born?\n"
+    "<think> I need to search for Mira Holtberg. </think>\n"
+    "<search> Mira Holtberg </search>\n"
+    "<information>Doc 1 (Title: Mira Holtberg) Mira Holtberg (born 1921) is a painter born in Lund.</information>\n"
+    "<think> She was born in Lund. </think>\n"
+    "<answer> Lund </answer>"
 )
 
 POLICY_TEMPLATES: dict[str, str] = {
     # The paper's instruction, in our own words; large instruct models (3B+) follow it zero-shot.
     "zero_shot": _RULES + "\nQuestion: {question}\n",
-    # Measured with the embedded 135M model: without a worked example it writes no tags at all.
-    "one_shot": _RULES + "\n" + _EXAMPLE + "\nQuestion: {question}\n",
+    # Small models need a short instruction and a worked example: with the embedded 135M model, the <think>
+    # prefill and temperature 1, this one gave a well-formed <search> in 9 of 32 first turns, against 3 of 32
+    # for the paper's instruction followed by the same example (`zerosearch-trl probe` measures it).
+    "one_shot": _SHORT_RULES + "\n" + _EXAMPLE + "\nQuestion: {question}\n",
 }
 
 

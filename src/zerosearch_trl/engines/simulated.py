@@ -117,7 +117,7 @@ class SimulatedSearchEngine:
             trained with :mod:`zerosearch_trl.simulator_sft`.
         per_document: ask for one document per generation (``top_k`` generations per request) instead of all
             ``top_k`` in one; small prompt-only simulators, such as the embedded 135M model, manage the
-            one-document format far more often. Each generation is then capped at ``4 * words_per_doc + 16``
+            one-document format far more often. Each generation is then capped at ``3 * words_per_doc``
             tokens and stops at a blank line.
         prefill: start the simulator's answer with the expected format (``Doc 1 (Title:``); the backend must
             support continuing an assistant message (transformers, vLLM and SGLang do).
@@ -167,9 +167,10 @@ class SimulatedSearchEngine:
         self.noise_prob = noise_prob
         self.words_per_doc = words_per_doc
         if per_document:
-            # One ~30-word result needs ~4 tokens a word at most; stopping at a blank line ends a model that
-            # would otherwise keep writing more results into the same slot.
-            max_new_tokens, stop = min(max_new_tokens, 4 * words_per_doc + 16), ("\n\n",)
+            # A title and ~30 words fit in ~3 tokens a word (parsing keeps at most 2 * words_per_doc words
+            # anyway); in a batch every row runs as long as the longest, so a tight cap is most of the speed.
+            # Stopping at a blank line ends a model that would go on writing more results into the slot.
+            max_new_tokens, stop = min(max_new_tokens, 3 * words_per_doc), ("\n\n",)
         else:
             stop = ()
         self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop)

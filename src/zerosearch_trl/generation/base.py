@@ -20,6 +20,8 @@ class GenerationParams:
         max_new_tokens: generation budget per prompt.
         temperature: 0 means greedy decoding.
         top_p: nucleus sampling mass.
+        top_k: keep only the k most likely tokens; ``None`` for no limit.
+        repetition_penalty: 1.0 for none.
         stop: strings that end a generation (kept in the returned text).
         seed: makes sampling repeatable where the backend allows it.
     """
@@ -27,6 +29,8 @@ class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
 
@@ -37,6 +41,10 @@ class GenerationParams:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None (no limit), got {self.top_k}.")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}.")
 
 
 @dataclass
@@ -46,12 +54,15 @@ class Generation:
     Attributes:
         text: the generated text (special tokens removed; a stop string that fired is kept).
         finish_reason: ``"stop"`` (EOS or a stop string), ``"length"`` (budget spent) or ``"error"``.
-        token_ids: generated token ids, when the backend exposes them.
+        token_ids: generated token ids, when the backend exposes them; they end with the EOS token when the
+            model emitted one.
+        logprobs: the sampling log-probability of each generated token, when the backend gives them.
     """
 
     text: str
     finish_reason: str = "stop"
     token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 @runtime_checkable

@@ -113,16 +113,21 @@ class OpenAIGenerator:
             "stop": list(params.stop) or None,
             "seed": params.seed,
         }
+        # Sampling options outside the OpenAI schema, understood by vLLM and SGLang.
+        extra: dict = {}
+        if params.top_k is not None:
+            extra["top_k"] = params.top_k
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty
         try:
             if isinstance(prompt, str):
-                choice = self.client.completions.create(prompt=prompt, **common).choices[0]
+                choice = self.client.completions.create(prompt=prompt, extra_body=extra or None, **common).choices[0]
                 text = choice.text or ""
             else:
-                # vLLM and SGLang continue a final assistant message when asked to (our prefill).
-                extra = (
-                    {"continue_final_message": True, "add_generation_prompt": False} if is_prefilled(prompt) else None
-                )
-                choice = self.client.chat.completions.create(messages=prompt, extra_body=extra, **common).choices[0]
+                if is_prefilled(prompt):  # continue the final assistant message (our prefill)
+                    extra.update(continue_final_message=True, add_generation_prompt=False)
+                response = self.client.chat.completions.create(messages=prompt, extra_body=extra or None, **common)
+                choice = response.choices[0]
                 text = choice.message.content or ""
         except self._errors as error:
             return error

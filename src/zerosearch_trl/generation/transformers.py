@@ -44,49 +44,64 @@ class TransformersGenerator:
             return self.tokenizer.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         """Generate one continuation per prompt (see :class:`GenerationParams`)."""
-        texts = [self.render(p) for p in prompts]
-        encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-        results: list[Generation | None] = [None] * len(texts)
+        encoded = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(encoded, params)
+
+    @torch.no_grad()
+    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        """Generate from token ids (no re-tokenisation: multi-turn rollouts extend ids they already hold).
+
+        Each ``Generation.token_ids`` holds the generated ids, ending with the EOS token when the model emitted
+        one (and not when a stop string or the budget ended it).
+        """
+        order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+        results: list[Generation | None] = [None] * len(input_ids)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for index, generation in zip(batch, self._generate_batch([encoded[i] for i in batch], params)):
+            for index, generation in zip(batch, self._generate_batch([list(input_ids[i]) for i in batch], params)):
                 results[index] = generation
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         width = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=self.model.device)
-        attention_mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=self.model.device
-        )
-        sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": None}
+        device = self.model.device
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+        if params.temperature > 0:
+            # top_k=0 disables the filter (None would fall back to the model's generation_config default).
+            sampling = {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": params.top_k or 0,
+            }
+        else:
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=params.max_new_tokens,
             pad_token_id=pad_id,
+            repetition_penalty=params.repetition_penalty,
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer if params.stop else None,
-            **(
-                sampling
-                if params.temperature > 0
-                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-            ),
+            **sampling,
         )
         eos_ids = _eos_ids(self.model, self.tokenizer)
         generations = []
         for row in output[:, width:].tolist():
-            ended = next((i for i, tok in enumerate(row) if tok in eos_ids), None)
-            ids = row if ended is None else row[:ended]
+            # A finished row is followed by padding (which may be the EOS id itself, as for SmolLM2).
+            end = next((i for i, token in enumerate(row) if token in eos_ids or token == pad_id), len(row))
+            ids = row[:end]
             text, stopped = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
-            finish = "stop" if ended is not None or stopped else "length"
+            if not stopped and end < len(row) and row[end] in eos_ids:
+                ids.append(row[end])  # the model ended the text itself
+            finish = "stop" if stopped or end < len(row) else "length"
             generations.append(Generation(text=text, finish_reason=finish, token_ids=ids))
         return generations
 

@@ -45,6 +45,8 @@ class VLLMGenerator:
             max_tokens=params.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
+            top_k=params.top_k or -1,
+            repetition_penalty=params.repetition_penalty,
             stop=list(params.stop) or None,
             seed=params.seed,
             include_stop_str_in_output=True,

@@ -1,0 +1,311 @@
+"""Multi-turn search rollout for TRL's ``GRPOTrainer``: ``GRPOTrainer(..., rollout_func=make_search_rollout(engine))``.
+
+One call plays a whole batch of episodes, turn by turn:
+
+1. every live row generates at once (one batched generation per turn), stopping at ``</search>``,
+   ``</answer>`` or EOS; the generated token ids are kept as they are, never decoded and re-encoded;
+2. the rows that searched get their documents from ONE batched ``engine.search`` call, each request carrying its
+   own row's question and gold answers;
+3. the ``<information>`` observation (or a corrective message after an invalid action) is appended as tokens
+   with ``env_mask = 0``, so it is excluded from the loss;
+4. after ``max_turns`` search turns a row gets one final turn to answer; a search written in that turn is not
+   executed. A finished episode ends with the EOS token, so that TRL does not count it as truncated.
+
+Questions and gold answers come from the trainer's datasets (rows made by :func:`~zerosearch_trl.load_qa_dataset`),
+looked up by prompt; TRL passes each prompt ``num_generations`` times, and each copy is its own episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
+from zerosearch_trl.protocol import INVALID_ACTION_FEEDBACK, STOP_STRINGS, parse_action, render_observation
+from zerosearch_trl.rewards import as_gold_list
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Episode:
+    """One row's trajectory while it is played."""
+
+    prompt_ids: list[int]
+    question: str | None
+    golden_answers: tuple[str, ...]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    search_queries: list[str] = field(default_factory=list)
+    noisy_searches: int = 0
+    invalid_actions: int = 0
+    observation_tokens: int = 0
+    done: bool = False
+    truncated: bool = False
+
+    def extend(self, ids: Sequence[int], from_model: bool) -> None:
+        self.completion_ids.extend(ids)
+        self.env_mask.extend([int(from_model)] * len(ids))
+        if not from_model:
+            self.observation_tokens += len(ids)
+
+
+class SearchRollout:
+    """TRL ``rollout_func`` that plays multi-turn search episodes against ``engine``.
+
+    Build it with :func:`make_search_rollout`; call it as TRL does, ``rollout(prompts, trainer)``.
+    """
+
+    def __init__(
+        self,
+        engine: SearchEngine,
+        *,
+        max_turns: int = 2,
+        prefill: str | None = THINK_PREFILL,
+        datasets: Iterable[Any] = (),
+    ) -> None:
+        if engine is None or not callable(getattr(engine, "search", None)):
+            raise ValueError(
+                f"make_search_rollout needs a search engine with a batched search() method, got {engine!r}; "
+                "e.g. SimulatedSearchEngine(TransformersGenerator(model, tokenizer))."
+            )
+        if not isinstance(max_turns, int) or max_turns < 0:
+            raise ValueError(f"max_turns must be an integer >= 0 (searches before the answer turn), got {max_turns!r}.")
+        self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
+        self.engine_failures = 0
+        self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._registered: set[int] = set()
+        for dataset in datasets:
+            self.register(dataset)
+
+    @staticmethod
+    def _key(prompt: Any) -> str:
+        return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+    def register(self, dataset: Any) -> None:
+        """Learn the question and gold answers of every row of ``dataset`` (columns ``prompt``, ``question``,
+        ``golden_answers``); the trainer's own train and eval datasets are registered automatically."""
+        if dataset is None or id(dataset) in self._registered:
+            return
+        datasets = (
+            dataset.values() if hasattr(dataset, "values") and not hasattr(dataset, "column_names") else [dataset]
+        )
+        for part in datasets:
+            columns = set(getattr(part, "column_names", []) or [])
+            if not {"prompt", "question"} <= columns:
+                continue
+            golds = part["golden_answers"] if "golden_answers" in columns else [None] * len(part)
+            for prompt, question, gold in zip(part["prompt"], part["question"], golds):
+                self._gold[self._key(prompt)] = (question, tuple(as_gold_list(gold)))
+        self._registered.add(id(dataset))
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        """Play one episode per prompt and return TRL's rollout dict (see the module docstring)."""
+        self.register(getattr(trainer, "train_dataset", None))
+        self.register(getattr(trainer, "eval_dataset", None))
+        tokenizer = trainer.processing_class
+        args = trainer.args
+        episodes = [self._start(prompt, tokenizer) for prompt in prompts]
+        self._check_context(episodes, trainer)
+        unknown = sum(e.question is None for e in episodes)
+        if unknown:
+            logger.warning(
+                "%d of %d prompts are not in the registered datasets: their searches carry no question "
+                "or gold answers (register the dataset with rollout.register(dataset)).",
+                unknown,
+                len(prompts),
+            )
+        params = GenerationParams(
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k or None,
+            repetition_penalty=args.repetition_penalty,
+            stop=STOP_STRINGS,
+        )
+        eos_id = tokenizer.eos_token_id
+        counters_before = _engine_counters(self.engine)
+        for turn in range(self.max_turns + 1):
+            live = [e for e in episodes if not e.done]
+            if not live:
+                break
+            final_turn = turn == self.max_turns
+            generations = self._generate(trainer, tokenizer, live, params, args.max_completion_length)
+            searching: list[tuple[Episode, str]] = []
+            for episode, generation in zip(live, generations):
+                query = self._take_turn(episode, generation, final_turn, tokenizer, args.max_completion_length)
+                if query is not None:
+                    searching.append((episode, query))
+            if searching:
+                self._search(searching, tokenizer, args.max_completion_length)
+        for episode in episodes:
+            # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
+            if not episode.truncated and episode.completion_ids[-1:] != [eos_id]:
+                episode.extend([eos_id], from_model=False)
+        self._log_metrics(trainer, episodes, counters_before)
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids for e in episodes],
+            "logprobs": None,
+            "env_mask": [e.env_mask for e in episodes],
+            "num_searches": [len(e.search_queries) for e in episodes],
+            "search_queries": [list(e.search_queries) for e in episodes],
+            "noisy_fraction": [e.noisy_searches / len(e.search_queries) if e.search_queries else 0.0 for e in episodes],
+            "invalid_actions": [e.invalid_actions for e in episodes],
+        }
+
+    def _start(self, prompt: Any, tokenizer: Any) -> Episode:
+        if isinstance(prompt, str):
+            text = prompt + (self.prefill or "")
+        else:
+            text = render_policy_prompt(tokenizer, prompt, self.prefill)
+        question, golds = self._gold.get(self._key(prompt), (None, ()))
+        return Episode(
+            prompt_ids=tokenizer(text, add_special_tokens=False)["input_ids"], question=question, golden_answers=golds
+        )
+
+    @staticmethod
+    def _check_context(episodes: list[Episode], trainer: Any) -> None:
+        limit = getattr(getattr(trainer.model, "config", None), "max_position_embeddings", None)
+        longest = max(len(e.prompt_ids) for e in episodes)
+        if limit is not None and longest >= limit:
+            raise ValueError(
+                f"A prompt is {longest} tokens long, but the model's context holds {limit} "
+                "(config.max_position_embeddings): shorten the instruction or the question."
+            )
+
+    def _generate(
+        self, trainer: Any, tokenizer: Any, live: list[Episode], params: GenerationParams, max_length: int
+    ) -> list[Generation]:
+        """One batched generation for every live row (one token is kept in reserve for the final EOS)."""
+        from trl.models import unwrap_model_for_generation
+
+        from zerosearch_trl.generation.transformers import TransformersGenerator
+
+        budget = max(max_length - 1 - len(e.completion_ids) for e in live)
+        inputs = [e.prompt_ids + e.completion_ids for e in live]
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        ) as model:
+            generator = TransformersGenerator(model, tokenizer, batch_size=len(live))
+            return generator.generate_ids(inputs, replace(params, max_new_tokens=max(budget, 1)))
+
+    def _take_turn(
+        self, episode: Episode, generation: Generation, final_turn: bool, tokenizer: Any, max_length: int
+    ) -> str | None:
+        """Append the generated tokens; return the query to run, if the turn searched."""
+        room = max_length - 1 - len(episode.completion_ids)
+        ids = list(generation.token_ids or [])
+        episode.extend(ids[:room], from_model=True)
+        if len(ids) > room:  # another row's budget let this one run past its own
+            episode.done = episode.truncated = True
+            return None
+        action = parse_action(generation.text)
+        ended = bool(ids) and ids[-1] == tokenizer.eos_token_id
+        if action.kind == "answer":
+            episode.done = True
+        elif generation.finish_reason == "length" and not ended:
+            episode.done = episode.truncated = True
+        elif final_turn:
+            episode.done = True  # no answer in the answer turn: a search written here is not run
+        elif action.kind == "search":
+            return action.content
+        else:
+            # No action: the environment, not the model, ends the episode, so a premature EOS is dropped and the
+            # policy is told how to act (the paper's corrective observation).
+            if ended:
+                del episode.completion_ids[-1], episode.env_mask[-1]
+            episode.invalid_actions += 1
+            self._observe(episode, INVALID_ACTION_FEEDBACK, tokenizer, max_length)
+        return None
+
+    def _search(self, searching: list[tuple[Episode, str]], tokenizer: Any, max_length: int) -> None:
+        """One batched engine call for all rows that searched this turn; each request keeps its own row."""
+        requests = [SearchRequest(query, e.question, e.golden_answers) for e, query in searching]
+        try:
+            results = self.engine.search(requests)
+        except Exception:  # a real engine may fail; the episode goes on with an explicit failure notice
+            logger.exception("Search engine %s failed on %d queries", getattr(self.engine, "name", "?"), len(requests))
+            self.engine_failures += 1
+            results = [[Document("", "The search failed; no results.", {"fallback": True})] for _ in requests]
+        for (episode, query), documents in zip(searching, results):
+            episode.search_queries.append(query)
+            episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
+            self._observe(episode, render_observation(documents), tokenizer, max_length)
+
+    @staticmethod
+    def _observe(episode: Episode, text: str, tokenizer: Any, max_length: int) -> None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = max_length - 1 - len(episode.completion_ids)
+        episode.extend(ids[:room], from_model=False)
+        if len(ids) >= room:  # nothing left to generate with
+            episode.done = episode.truncated = True
+
+    def _log_metrics(self, trainer: Any, episodes: list[Episode], before: dict[str, float]) -> None:
+        """Per-step search metrics, logged with the trainer's own (so they reach ``report_to``)."""
+        metrics = getattr(trainer, "_metrics", None)
+        if metrics is None:
+            return
+        mode = "train" if trainer.model.training else "eval"
+        n = len(episodes)
+        searches = sum(len(e.search_queries) for e in episodes)
+        values = {
+            "search/searches_per_episode": searches / n,
+            "search/episodes_with_search": sum(bool(e.search_queries) for e in episodes) / n,
+            "search/invalid_actions_per_episode": sum(e.invalid_actions for e in episodes) / n,
+            "search/noisy_fraction": sum(e.noisy_searches for e in episodes) / searches if searches else 0.0,
+            "search/observation_tokens_per_episode": sum(e.observation_tokens for e in episodes) / n,
+            "search/engine_failures": float(self.engine_failures),
+        }
+        after = _engine_counters(self.engine)
+        for name in ("retries", "fallbacks"):
+            if name in after:
+                values[f"search/simulator_{name}"] = after[name] - before.get(name, 0.0)
+        lookups = (after.get("cache_hits", 0.0) - before.get("cache_hits", 0.0)) + (
+            after.get("cache_misses", 0.0) - before.get("cache_misses", 0.0)
+        )
+        if lookups:
+            values["search/cache_hit_rate"] = (after["cache_hits"] - before.get("cache_hits", 0.0)) / lookups
+        for key, value in values.items():
+            metrics[mode][key].append(value)
+
+
+def _engine_counters(engine: Any) -> dict[str, float]:
+    counters: dict[str, float] = {}
+    stats = getattr(engine, "stats", None)
+    if stats is not None and hasattr(stats, "as_dict"):
+        counters.update(stats.as_dict())
+    cache = getattr(engine, "cache", None)
+    if cache is not None:
+        counters.update(cache_hits=cache.hits, cache_misses=cache.misses)
+    return counters
+
+
+def make_search_rollout(
+    engine: SearchEngine,
+    *,
+    max_turns: int = 2,
+    prefill: str | None = THINK_PREFILL,
+    datasets: Iterable[Any] = (),
+) -> SearchRollout:
+    """Build the multi-turn search ``rollout_func`` for ``GRPOTrainer``.
+
+    Args:
+        engine: any search engine (simulated, real, cached, hybrid).
+        max_turns: search turns before the final answer turn (paper: 2).
+        prefill: text that opens the assistant turn (``"<think>"`` by default; ``None`` for none); it belongs to
+            the prompt ids.
+        datasets: datasets whose rows give each prompt's question and gold answers; the trainer's train and eval
+            datasets are added automatically.
+
+    Example:
+        >>> engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer))  # doctest: +SKIP
+        >>> trainer = GRPOTrainer(model=model, reward_funcs=[f1_reward], train_dataset=dataset,
+        ...                       rollout_func=make_search_rollout(engine), args=config)  # doctest: +SKIP
+    """
+    return SearchRollout(engine, max_turns=max_turns, prefill=prefill, datasets=datasets)

@@ -1,0 +1,50 @@
+"""Test helpers: tiny random models over the real tokenizer, and a scripted text generator."""
+
+from __future__ import annotations
+
+import torch
+
+from zerosearch_trl.generation import Generation
+
+
+def make_tiny_model(tokenizer, architecture: str = "llama", seed: int = 0):
+    """A random 2-layer model over the real tokenizer's vocabulary: loads and generates in milliseconds."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval()
+
+
+class ScriptedGenerator:
+    """Answers each prompt with the next scripted text (or a function of the prompts).
+
+    Scripts hold whole outputs; like a real backend, the part that a prompt prefilled is not returned.
+    """
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, params):
+        self.calls.append(prompts)
+        texts = self.script(prompts) if callable(self.script) else [self.script.pop(0) for _ in prompts]
+        prefills = [p[-1]["content"] if p[-1]["role"] == "assistant" else "" for p in prompts]
+        return [Generation(text=t[len(f) :] if t.startswith(f) else t) for t, f in zip(texts, prefills)]
