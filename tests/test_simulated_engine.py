@@ -219,11 +219,12 @@ def test_embedded_model_writes_documents(default_model_dir):
     from zerosearch_trl.models import load_default_model
 
     model, tokenizer = load_default_model()
-    engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer), max_new_tokens=300, seed=0)
+    engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer), per_document=True, max_retries=1, seed=0)
     requests = [REQUEST, SearchRequest("Eiffel Tower height", "How tall is the Eiffel Tower?", ["330 metres"])]
     results = engine.search(requests, modes=["useful", "noisy"])
     assert [len(r) for r in results] == [5, 5]
-    assert [r[0].meta["label"] for r in results] == ["useful", "noisy"]
-    # Most requests should parse without falling back (the 135M model follows the line format).
-    assert engine.stats.generations <= 2 * (engine.max_retries + 1)
-    assert all(d.text for r in results for d in r)
+    assert [{d.meta["label"] for d in r} for r in results] == [{"useful"}, {"noisy"}]
+    written = [d for r in results for d in r if not d.meta.get("placeholder")]
+    # The 135M model follows the one-document format often enough that most slots hold generated text.
+    assert len(written) >= 5, [d.text for r in results for d in r]
+    assert engine.stats.generations <= 2 * 5 * 2  # bounded: top_k slots, one retry each at most

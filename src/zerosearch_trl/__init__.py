@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     "parse_action": "zerosearch_trl.protocol",
     "render_observation": "zerosearch_trl.protocol",
     "render_policy_prompt": "zerosearch_trl.prompts",
+    "make_search_rollout": "zerosearch_trl.rollout",
+    "SearchRollout": "zerosearch_trl.rollout",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -114,3 +116,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         format_reward,
         normalize_answer,
     )
+    from zerosearch_trl.rollout import SearchRollout, make_search_rollout
