@@ -97,3 +97,13 @@ def test_fallback_results_are_not_cached():
     engine.search([SearchRequest("q")])
     engine.search([SearchRequest("q")])
     assert engine.cache.hits == 0
+
+
+def test_wrapping_the_simulator_is_refused():
+    import pytest
+    from helpers import ScriptedGenerator
+
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+
+    with pytest.raises(ValueError, match="SimulatedSearchEngine\\(..., cache=SearchCache\\(\\)\\)"):
+        CachedSearchEngine(SimulatedSearchEngine(ScriptedGenerator([])))

@@ -116,3 +116,10 @@ def test_bad_arguments():
         OpenAIGenerator("localhost:8000")
     with pytest.raises(ValueError, match="max_concurrency"):
         OpenAIGenerator("http://localhost:8000/v1", max_concurrency=0)
+
+
+def test_credentials_in_the_url_never_reach_messages():
+    generator = OpenAIGenerator("http://user:s3cret@127.0.0.1:9/v1", model="m", max_retries=0, timeout=2)
+    with pytest.raises(ServerUnreachableError) as error:
+        generator.generate(["hi"], GenerationParams(max_new_tokens=2))
+    assert "s3cret" not in str(error.value) and "s3cret" not in generator.fingerprint

@@ -228,12 +228,33 @@ def test_bad_construction(kwargs, message):
         make_search_rollout(**{"engine": RecordingEngine(), **kwargs})
 
 
-def test_prompt_longer_than_context_names_the_limit(tokenizer):
-    model = make_tiny_model(tokenizer)
-    model.config.max_position_embeddings = 32
+def test_engine_returning_too_few_results_is_a_failure_not_a_misalignment(policy, tokenizer):
+    class Short:
+        name, top_k = "short", 5
+
+        def search(self, requests):
+            return []
+
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(Short())
+    out = rollout(list(dataset["prompt"]), make_trainer(policy, tokenizer, dataset, rollout))
+    assert "The search failed" in tokenizer.decode(out["completion_ids"][0]) and rollout.engine_failures == 1
+
+
+def test_max_completion_length_too_small_is_named(policy, tokenizer):
     dataset = qa_dataset(["Where is Alpha?"])
     rollout = make_search_rollout(RecordingEngine())
-    with pytest.raises(ValueError, match="context holds 32"):
+    trainer = make_trainer(policy, tokenizer, dataset, rollout, max_completion_length=1)
+    with pytest.raises(ValueError, match="max_completion_length >= 2"):
+        rollout(list(dataset["prompt"]), trainer)
+
+
+def test_prompt_longer_than_context_names_the_limit(tokenizer):
+    model = make_tiny_model(tokenizer)
+    model.config.max_position_embeddings = 300
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(RecordingEngine())
+    with pytest.raises(ValueError, match="context holds 300"):
         rollout(list(dataset["prompt"]), make_trainer(model, tokenizer, dataset, rollout))
 
 

@@ -228,3 +228,25 @@ def test_embedded_model_writes_documents(default_model_dir):
     # The 135M model follows the one-document format often enough that most slots hold generated text.
     assert len(written) >= 5, [d.text for r in results for d in r]
     assert engine.stats.generations <= 2 * 5 * 2  # bounded: top_k slots, one retry each at most
+
+
+def test_redaction_that_misses_a_normalised_leak_falls_back_to_a_placeholder():
+    request = SearchRequest("band", question="Which band?", golden_answers=["The Beatles"])
+    text = "\n".join(f"Doc {i} (Title: Band {i}) Beatles were a band from Liverpool number {i}." for i in range(1, 6))
+    engine = SimulatedSearchEngine(ScriptedGenerator([text]), noise_prob=1.0, leak_guard="redact")
+    (documents,) = engine.search([request])
+    assert not any(d.meta["contains_answer"] for d in documents)
+    assert all(d.meta["placeholder"] for d in documents)
+
+
+def test_counters_are_exact_under_threads():
+    import threading
+
+    generator = ScriptedGenerator(lambda prompts: [docs_text(5)] * len(prompts))
+    engine = SimulatedSearchEngine(generator, noise_prob=0.5, leak_guard="off", seed=0)
+    threads = [threading.Thread(target=lambda: [engine.search([REQUEST]) for _ in range(50)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert engine.stats.requests == 200 and engine.stats.generations == 200

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import INVALID_ACTION_FEEDBACK, STOP_STRINGS, parse_action, render_observation
 from zerosearch_trl.rewards import as_gold_list
@@ -78,6 +80,7 @@ class SearchRollout:
             raise ValueError(f"max_turns must be an integer >= 0 (searches before the answer turn), got {max_turns!r}.")
         self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
         self.engine_failures = 0
+        self._eos_ids: set[int] = set()
         self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._registered: set[int] = set()
         for dataset in datasets:
@@ -110,8 +113,14 @@ class SearchRollout:
         self.register(getattr(trainer, "eval_dataset", None))
         tokenizer = trainer.processing_class
         args = trainer.args
+        if not isinstance(args.max_completion_length, int) or args.max_completion_length < 2:
+            raise ValueError(
+                f"The search rollout needs max_completion_length >= 2 (room for a turn and the closing EOS), "
+                f"got {args.max_completion_length!r}; the paper's episodes fit in about 500 tokens."
+            )
         episodes = [self._start(prompt, tokenizer) for prompt in prompts]
         self._check_context(episodes, trainer)
+        self._eos_ids = eos_token_ids(trainer.model, tokenizer)
         unknown = sum(e.question is None for e in episodes)
         if unknown:
             logger.warning(
@@ -145,7 +154,7 @@ class SearchRollout:
                 self._search(searching, tokenizer, args.max_completion_length)
         for episode in episodes:
             # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
-            if not episode.truncated and episode.completion_ids[-1:] != [eos_id]:
+            if not episode.truncated and not (episode.completion_ids and episode.completion_ids[-1] in self._eos_ids):
                 episode.extend([eos_id], from_model=False)
         self._log_metrics(trainer, episodes, counters_before)
         return {
@@ -173,10 +182,12 @@ class SearchRollout:
     def _check_context(episodes: list[Episode], trainer: Any) -> None:
         limit = getattr(getattr(trainer.model, "config", None), "max_position_embeddings", None)
         longest = max(len(e.prompt_ids) for e in episodes)
-        if limit is not None and longest >= limit:
+        completion = trainer.args.max_completion_length
+        if limit is not None and longest + completion > limit:
             raise ValueError(
-                f"A prompt is {longest} tokens long, but the model's context holds {limit} "
-                "(config.max_position_embeddings): shorten the instruction or the question."
+                f"A prompt is {longest} tokens long and completions may reach {completion} "
+                f"(max_completion_length), but the model's context holds {limit} (config.max_position_embeddings): "
+                "shorten the instruction or the question, or lower max_completion_length."
             )
 
     def _generate(
@@ -185,13 +196,21 @@ class SearchRollout:
         """One batched generation for every live row (one token is kept in reserve for the final EOS)."""
         from trl.models import unwrap_model_for_generation
 
-        from zerosearch_trl.generation.transformers import TransformersGenerator
-
         budget = max(max_length - 1 - len(e.completion_ids) for e in live)
         inputs = [e.prompt_ids + e.completion_ids for e in live]
-        with unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
-        ) as model:
+        # As TRL's own generation path does: gather ZeRO-3 shards, keep the user's gradient-checkpointing
+        # settings, and under FSDP generate with full parameters.
+        dist = getattr(trainer, "_dist", None)
+        full_params = dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist else nullcontext()
+        with (
+            unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+            ) as model,
+            full_params,
+        ):
             generator = TransformersGenerator(model, tokenizer, batch_size=len(live))
             return generator.generate_ids(inputs, replace(params, max_new_tokens=max(budget, 1)))
 
@@ -206,7 +225,7 @@ class SearchRollout:
             episode.done = episode.truncated = True
             return None
         action = parse_action(generation.text)
-        ended = bool(ids) and ids[-1] == tokenizer.eos_token_id
+        ended = bool(ids) and ids[-1] in self._eos_ids
         if action.kind == "answer":
             episode.done = True
         elif generation.finish_reason == "length" and not ended:
@@ -229,6 +248,8 @@ class SearchRollout:
         requests = [SearchRequest(query, e.question, e.golden_answers) for e, query in searching]
         try:
             results = self.engine.search(requests)
+            if len(results) != len(requests):
+                raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} queries")
         except Exception:  # a real engine may fail; the episode goes on with an explicit failure notice
             logger.exception("Search engine %s failed on %d queries", getattr(self.engine, "name", "?"), len(requests))
             self.engine_failures += 1

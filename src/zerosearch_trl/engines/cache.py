@@ -107,6 +107,11 @@ class CachedSearchEngine:
     """
 
     def __init__(self, engine: SearchEngine, cache: SearchCache | None = None) -> None:
+        if callable(getattr(engine, "draw_modes", None)):
+            raise ValueError(
+                "CachedSearchEngine keys results by request only, which would freeze a simulated engine's "
+                "useful/noisy draw; give the simulator its own cache instead: SimulatedSearchEngine(..., cache=SearchCache())."
+            )
         self.engine = engine
         self.cache = cache if cache is not None else SearchCache()
         self.name, self.top_k = engine.name, engine.top_k
@@ -122,7 +127,10 @@ class CachedSearchEngine:
         results = [self.cache.get(k) for k in keys]
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            for i, documents in zip(missing, self.engine.search([requests[i] for i in missing])):
+            fetched = self.engine.search([requests[i] for i in missing])
+            if len(fetched) != len(missing):
+                raise RuntimeError(f"{self.name} returned {len(fetched)} results for {len(missing)} requests.")
+            for i, documents in zip(missing, fetched):
                 results[i] = documents
                 if not any(d.meta.get("fallback") for d in documents):  # a failure is retried next time
                     self.cache.put(keys[i], documents)

@@ -255,7 +255,7 @@ class SimulatedSearchEngine:
             if not pending:
                 break
             if attempt:
-                self.stats.retries += len(pending)
+                self._count(retries=len(pending))
                 time.sleep(self.retry_backoff * 2 ** (attempt - 1))
             # One generation per request, or one per missing document in per-document mode.
             jobs = [i for i in pending for _ in range(self.top_k - len(kept[i]) if self.per_document else 1)]
@@ -292,7 +292,7 @@ class SimulatedSearchEngine:
             seen.add((document.title, document.text))
             self._label(document, request, mode)
             if mode == "noisy" and self.leak_guard != "off" and document.meta["contains_answer"]:
-                self.stats.leaks_detected += 1
+                self._count(leaks_detected=1)
                 if self.leak_guard == "regenerate":
                     leaked[i].append(document)
                     continue
@@ -301,7 +301,7 @@ class SimulatedSearchEngine:
 
     def _generate(self, prompts: list[list[dict[str, str]]]) -> list[str]:
         """Generated texts; a backend that raises costs this attempt (empty texts), never the caller's run."""
-        self.stats.generations += len(prompts)
+        self._count(generations=len(prompts))
         try:
             return [g.text for g in self.generator.generate(prompts, self.params)]
         except Exception:  # any backend failure (OOM, server gone) is retried, then falls back
@@ -330,15 +330,21 @@ class SimulatedSearchEngine:
                 pattern = re.compile(rf"\b{re.escape(answer)}\b", re.IGNORECASE)
                 document.title = pattern.sub(REDACTED, document.title)
                 document.text = pattern.sub(REDACTED, document.text)
+        if contains_answer(document, request.golden_answers):
+            # The answer appears in a form the literal pattern misses ("Beatles" for "The Beatles", "DC" for
+            # "D.C."): a noisy result must not carry it, so the document gives way to a placeholder.
+            document.title, document.text = "", PLACEHOLDER_TEXT
+            document.meta["placeholder"] = True
         document.meta.update(redacted=True, contains_answer=contains_answer(document, request.golden_answers))
-        self.stats.leaks_redacted += 1
+        self._count(leaks_redacted=1)
 
     def _fallback(
         self, documents: list[Document], leaked: list[Document], request: SearchRequest, mode: SimulatorMode
     ) -> list[Document]:
         """Complete a short result after its retries: redacted leaks first, then explicit placeholders."""
         documents = list(documents)
-        for document in leaked[: self.top_k - len(documents)]:
+        unique = list({(d.title, d.text): d for d in leaked}.values())
+        for document in unique[: self.top_k - len(documents)]:
             self._redact(document, request)
             documents.append(document)
         while len(documents) < self.top_k:
@@ -348,17 +354,24 @@ class SimulatedSearchEngine:
         reason = f"simulator output malformed or leaking after {self.max_retries + 1} attempts"
         for document in documents:
             document.meta.update(fallback=True, shortfall=reason)
-        self.stats.fallbacks += 1
+        self._count(fallbacks=1)
         logger.warning("Simulated search fell back for query %r (%s mode): %s", request.query, mode, reason)
         return documents
 
     def _record(self, documents: list[Document], mode: SimulatorMode) -> None:
-        self.stats.requests += 1
-        if mode == "noisy":
-            self.stats.noisy_requests += 1
-        elif any(d.meta.get("contains_answer") is not None for d in documents):
-            self.stats.useful_results += 1
-            self.stats.useful_with_answer += any(d.meta.get("contains_answer") for d in documents)
+        judged = mode == "useful" and any(d.meta.get("contains_answer") is not None for d in documents)
+        self._count(
+            requests=1,
+            noisy_requests=int(mode == "noisy"),
+            useful_results=int(judged),
+            useful_with_answer=int(judged and any(d.meta.get("contains_answer") for d in documents)),
+        )
+
+    def _count(self, **deltas: int) -> None:
+        """Add to the counters; a lock keeps them exact when several threads search at once."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
 
     def _cache_key(self, request: SearchRequest, mode: SimulatorMode) -> str:
         return SearchCache.make_key(self.fingerprint, request, mode)

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit, urlunsplit
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
 
@@ -64,6 +65,9 @@ class OpenAIGenerator:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}.")
         self.base_url, self.model, self.max_concurrency = base_url.rstrip("/"), model, max_concurrency
+        parts = urlsplit(self.base_url)
+        # Logs and errors show the URL without any user:password part.
+        self.display_url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
         self._errors = (openai.APIError, openai.APIConnectionError, openai.APITimeoutError)
         self._connection_errors = (openai.APIConnectionError, openai.APITimeoutError)
         self.client = openai.OpenAI(
@@ -77,7 +81,7 @@ class OpenAIGenerator:
     @property
     def fingerprint(self) -> str:
         """Identifies the server and model, for cache keys."""
-        return f"openai|{self.base_url}|{self.model}"
+        return f"openai|{self.display_url}|{self.model}"
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         """Generate one continuation per prompt; failed requests come back with ``finish_reason="error"``.
@@ -98,7 +102,7 @@ class OpenAIGenerator:
         generations = []
         for outcome in outcomes:
             if isinstance(outcome, Exception):
-                logger.warning("Request to %s failed after retries: %s", self.base_url, type(outcome).__name__)
+                logger.warning("Request to %s failed after retries: %s", self.display_url, type(outcome).__name__)
                 generations.append(Generation(text="", finish_reason="error"))
             else:
                 generations.append(outcome)
@@ -129,7 +133,7 @@ class OpenAIGenerator:
                 response = self.client.chat.completions.create(messages=prompt, extra_body=extra or None, **common)
                 choice = response.choices[0]
                 text = choice.message.content or ""
-        except self._errors as error:
+        except Exception as error:  # one bad response (API error, malformed body) fails its row, not the batch
             return error
         # The OpenAI API drops the stop string; vLLM reports which one fired as `stop_reason`: restore it.
         stop_reason = getattr(choice, "stop_reason", None)
@@ -144,12 +148,12 @@ class OpenAIGenerator:
         except self._errors as error:
             raise ServerUnreachableError(self._unreachable_message(error)) from error
         if not models:
-            raise ValueError(f"The server at {self.base_url} lists no models; pass model= explicitly.")
+            raise ValueError(f"The server at {self.display_url} lists no models; pass model= explicitly.")
         return models[0].id
 
     def _unreachable_message(self, error: Exception) -> str:
         return (
-            f"Cannot reach an OpenAI-compatible server at base_url={self.base_url!r} ({type(error).__name__}). "
+            f"Cannot reach an OpenAI-compatible server at base_url={self.display_url!r} ({type(error).__name__}). "
             "Start one (e.g. `vllm serve MODEL --port 8000` or `transformers serve FOLDER --port 8000`) "
             "or fix base_url."
         )

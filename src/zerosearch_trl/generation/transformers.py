@@ -92,7 +92,7 @@ class TransformersGenerator:
             tokenizer=self.tokenizer if params.stop else None,
             **sampling,
         )
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        eos_ids = eos_token_ids(self.model, self.tokenizer)
         generations = []
         for row in output[:, width:].tolist():
             # A finished row is followed by padding (which may be the EOS id itself, as for SmolLM2).
@@ -106,7 +106,8 @@ class TransformersGenerator:
         return generations
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every token id that ends a generation: the model's generation config and the tokenizer's EOS."""
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     if tokenizer.eos_token_id is not None:
