@@ -2,8 +2,12 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
+from helpers import ScriptedGenerator
 from zerosearch_trl.engines.base import Document, SearchRequest
 from zerosearch_trl.engines.cache import CachedSearchEngine, SearchCache
+from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 
 
 class CountingEngine:
@@ -100,10 +104,5 @@ def test_fallback_results_are_not_cached():
 
 
 def test_wrapping_the_simulator_is_refused():
-    import pytest
-    from helpers import ScriptedGenerator
-
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-
     with pytest.raises(ValueError, match="SimulatedSearchEngine\\(..., cache=SearchCache\\(\\)\\)"):
         CachedSearchEngine(SimulatedSearchEngine(ScriptedGenerator([])))

@@ -72,7 +72,13 @@ def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
 
 @dataclass
 class SimulatorStats:
-    """Running counters of a simulated engine, for logging (``engine.stats.as_dict()``)."""
+    """Running counters of a simulated engine, for logging.
+
+    Example:
+        >>> stats = SimulatorStats(requests=4, noisy_requests=1)
+        >>> stats.noisy_fraction
+        0.25
+    """
 
     requests: int = 0
     noisy_requests: int = 0

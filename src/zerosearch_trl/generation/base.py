@@ -24,6 +24,10 @@ class GenerationParams:
         repetition_penalty: 1.0 for none.
         stop: strings that end a generation (kept in the returned text).
         seed: makes sampling repeatable where the backend allows it.
+
+    Example:
+        >>> GenerationParams(max_new_tokens=64, temperature=0.8, stop=("</search>",)).temperature
+        0.8
     """
 
     max_new_tokens: int = 256

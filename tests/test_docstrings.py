@@ -1,0 +1,23 @@
+"""The examples in the public docstrings run (those that need a model or a server are marked +SKIP)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "zerosearch_trl",
+    "zerosearch_trl.protocol",
+    "zerosearch_trl.prompts",
+    "zerosearch_trl.rewards",
+    "zerosearch_trl.demo",
+    "zerosearch_trl.engines.base",
+    "zerosearch_trl.engines.simulated",
+    "zerosearch_trl.generation.base",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
