@@ -55,24 +55,29 @@ def turn_outputs(question: str) -> list[list]:
     return turns + ([current] if current else [])
 
 
+def next_turn_ids(tokenizer, context_ids, wrong=False) -> list[int]:
+    """The scripted policy's next turn (token ids) after ``context_ids`` (prompt + completion so far)."""
+    text = tokenizer.decode(context_ids)
+    question = next(q for q in SCRIPTS if q in text)
+    episode = text.rsplit("<|im_start|>assistant", 1)[-1]  # the instruction's example holds tags too
+    turn = episode.count("<information>") + episode.count(INVALID_ACTION_FEEDBACK.strip()[:20])
+    new: list[int] = []
+    for piece in turn_outputs(question)[turn]:
+        if piece is EOS:
+            new.append(tokenizer.eos_token_id)
+        else:
+            if wrong:
+                piece = piece.replace("Paris", "London").replace("Rome", "Milan")
+            new += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return new
+
+
 def scripted_generate(tokenizer, wrong_answer_rows=()):
     def generate(input_ids, attention_mask=None, max_new_tokens=16, pad_token_id=None, **kwargs):
         rows = []
         for row_index, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
-            text = tokenizer.decode([t for t, m in zip(ids, mask) if m])
-            question = next(q for q in SCRIPTS if q in text)
-            episode = text.rsplit("<|im_start|>assistant", 1)[-1]  # the instruction's example holds tags too
-            turn = episode.count("<information>") + episode.count(INVALID_ACTION_FEEDBACK.strip()[:20])
-            new: list[int] = []
-            for piece in turn_outputs(question)[turn]:
-                if piece is EOS:
-                    new.append(tokenizer.eos_token_id)
-                else:
-                    if row_index in wrong_answer_rows:
-                        piece = piece.replace("Paris", "London").replace("Rome", "Milan")
-                    new += tokenizer(piece, add_special_tokens=False)["input_ids"]
-            new = new[:max_new_tokens]
-            rows.append(ids + new)
+            context = [t for t, m in zip(ids, mask) if m]
+            rows.append(ids + next_turn_ids(tokenizer, context, row_index in wrong_answer_rows)[:max_new_tokens])
         width = max(len(r) for r in rows)
         return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
 

@@ -11,6 +11,12 @@ One call plays a whole batch of episodes, turn by turn:
 4. after ``max_turns`` search turns a row gets one final turn to answer; a search written in that turn is not
    executed. A finished episode ends with the EOS token, so that TRL does not count it as truncated.
 
+The policy generates with whatever the trainer is configured for, with no extra flag: HF ``generate`` on the
+trainer's model, or vLLM when ``use_vllm=True`` (``vllm_mode="colocate"``: the trainer's in-process engine;
+``"server"``: ``trl vllm-serve`` through TRL's client, the main process generating for all). The vLLM paths return
+the sampling logprobs of the model's tokens (observation positions hold 0.0 and are masked), which TRL's
+importance-sampling correction needs; the HF path returns ``None``, as TRL's own HF path does.
+
 Questions and gold answers come from the trainer's datasets (rows made by :func:`~zerosearch_trl.load_qa_dataset`),
 looked up by prompt; TRL passes each prompt ``num_generations`` times, and each copy is its own episode.
 """
@@ -27,6 +33,7 @@ from typing import Any
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
+from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import INVALID_ACTION_FEEDBACK, STOP_STRINGS, parse_action, render_observation
 from zerosearch_trl.rewards import as_gold_list
@@ -43,6 +50,7 @@ class Episode:
     golden_answers: tuple[str, ...]
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)
+    logprobs: list[float | None] = field(default_factory=list)
     search_queries: list[str] = field(default_factory=list)
     noisy_searches: int = 0
     invalid_actions: int = 0
@@ -50,11 +58,16 @@ class Episode:
     done: bool = False
     truncated: bool = False
 
-    def extend(self, ids: Sequence[int], from_model: bool) -> None:
+    def extend(self, ids: Sequence[int], from_model: bool, logprobs: Sequence[float | None] | None = None) -> None:
         self.completion_ids.extend(ids)
         self.env_mask.extend([int(from_model)] * len(ids))
+        # Observation tokens were not sampled: 0.0 is a placeholder that TRL masks with env_mask.
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         if not from_model:
             self.observation_tokens += len(ids)
+
+    def drop_last(self) -> None:
+        del self.completion_ids[-1], self.env_mask[-1], self.logprobs[-1]
 
 
 class SearchRollout:
@@ -80,6 +93,7 @@ class SearchRollout:
             raise ValueError(f"max_turns must be an integer >= 0 (searches before the answer turn), got {max_turns!r}.")
         self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
         self.engine_failures = 0
+        self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
         self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._registered: set[int] = set()
@@ -139,12 +153,18 @@ class SearchRollout:
         )
         eos_id = tokenizer.eos_token_id
         counters_before = _engine_counters(self.engine)
+        backend = self._backend(trainer)
+        self.have_logprobs = backend != "hf"
+        # In server mode every process takes part in each turn's gather, even with no live row of its own.
+        collective = backend == "server" and trainer.accelerator.num_processes > 1
         for turn in range(self.max_turns + 1):
             live = [e for e in episodes if not e.done]
-            if not live:
+            if not live and not collective:
                 break
             final_turn = turn == self.max_turns
-            generations = self._generate(trainer, tokenizer, live, params, args.max_completion_length)
+            generations = self._generate(trainer, tokenizer, live, params, args.max_completion_length, backend)
+            if generations is None:  # no live row on any process
+                break
             searching: list[tuple[Episode, str]] = []
             for episode, generation in zip(live, generations):
                 query = self._take_turn(episode, generation, final_turn, tokenizer, args.max_completion_length)
@@ -160,7 +180,7 @@ class SearchRollout:
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
-            "logprobs": None,
+            "logprobs": [e.logprobs for e in episodes] if self.have_logprobs else None,
             "env_mask": [e.env_mask for e in episodes],
             "num_searches": [len(e.search_queries) for e in episodes],
             "search_queries": [list(e.search_queries) for e in episodes],
@@ -190,14 +210,86 @@ class SearchRollout:
                 "shorten the instruction or the question, or lower max_completion_length."
             )
 
+    @staticmethod
+    def _backend(trainer: Any) -> str:
+        """``"hf"``, ``"colocate"`` or ``"server"``, from the trainer's own configuration."""
+        args = trainer.args
+        if not getattr(args, "use_vllm", False):
+            return "hf"
+        mode = getattr(args, "vllm_mode", "colocate")
+        if mode not in ("colocate", "server"):
+            raise ValueError(f"Unknown vllm_mode {mode!r}; TRL offers 'colocate' and 'server'.")
+        if mode == "colocate" and getattr(args, "vllm_tensor_parallel_size", 1) > 1:
+            raise NotImplementedError(
+                f"The search rollout does not yet drive colocated vLLM with tensor parallelism "
+                f"(vllm_tensor_parallel_size={args.vllm_tensor_parallel_size}): use vllm_mode='server', "
+                "or vllm_tensor_parallel_size=1."
+            )
+        return mode
+
     def _generate(
-        self, trainer: Any, tokenizer: Any, live: list[Episode], params: GenerationParams, max_length: int
-    ) -> list[Generation]:
+        self,
+        trainer: Any,
+        tokenizer: Any,
+        live: list[Episode],
+        params: GenerationParams,
+        max_length: int,
+        backend: str = "hf",
+    ) -> list[Generation] | None:
         """One batched generation for every live row (one token is kept in reserve for the final EOS)."""
+        inputs = [e.prompt_ids + e.completion_ids for e in live]
+        budget = max((max_length - 1 - len(e.completion_ids) for e in live), default=1)
+        params = replace(params, max_new_tokens=max(budget, 1))
+        if backend == "server":
+            return self._generate_server(trainer, tokenizer, inputs, params)
+        if backend == "colocate":
+            return self._generate_colocate(trainer, inputs, params)
+        return self._generate_hf(trainer, tokenizer, inputs, params)
+
+    @staticmethod
+    def _generate_colocate(trainer: Any, inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
+        vllm_generation = trainer.vllm_generation
+        sleeps = getattr(vllm_generation, "enable_sleep_mode", False)
+        if sleeps:  # as TRL does around its own generate: weights back if level-2 sleep discarded them, then KV cache
+            if getattr(vllm_generation, "_llm_weights_sleeping", False):
+                vllm_generation.sync_weights()
+            vllm_generation.llm.wake_up(tags=["kv_cache"])
+        try:
+            return VLLMGenerator(vllm_generation.llm).generate_ids(inputs, params)
+        finally:
+            if sleeps:
+                vllm_generation.llm.sleep(level=2)
+                vllm_generation._llm_weights_sleeping = True
+
+    def _generate_server(
+        self, trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams
+    ) -> list[Generation] | None:
+        """The main process generates every process's rows in one request, then hands each its own slice."""
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        accelerator = trainer.accelerator
+        per_process = gather_object([(inputs, params.max_new_tokens)])
+        if not any(rows for rows, _ in per_process):
+            return None
+        if accelerator.is_main_process:
+            everything = [ids for rows, _ in per_process for ids in rows]
+            budget = max(b for rows, b in per_process if rows)
+            generator = VLLMClientGenerator(
+                trainer.vllm_generation.vllm_client, tokenizer, eos_ids=sorted(self._eos_ids)
+            )
+            payload = [generator.generate_ids(everything, replace(params, max_new_tokens=budget))]
+        else:
+            payload = [None]
+        broadcast_object_list(payload, from_process=0)
+        start = sum(len(rows) for rows, _ in per_process[: accelerator.process_index])
+        return payload[0][start : start + len(inputs)]
+
+    @staticmethod
+    def _generate_hf(
+        trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams
+    ) -> list[Generation]:
         from trl.models import unwrap_model_for_generation
 
-        budget = max(max_length - 1 - len(e.completion_ids) for e in live)
-        inputs = [e.prompt_ids + e.completion_ids for e in live]
         # As TRL's own generation path does: gather ZeRO-3 shards, keep the user's gradient-checkpointing
         # settings, and under FSDP generate with full parameters.
         dist = getattr(trainer, "_dist", None)
@@ -211,8 +303,8 @@ class SearchRollout:
             ) as model,
             full_params,
         ):
-            generator = TransformersGenerator(model, tokenizer, batch_size=len(live))
-            return generator.generate_ids(inputs, replace(params, max_new_tokens=max(budget, 1)))
+            generator = TransformersGenerator(model, tokenizer, batch_size=len(inputs))
+            return generator.generate_ids(inputs, params)
 
     def _take_turn(
         self, episode: Episode, generation: Generation, final_turn: bool, tokenizer: Any, max_length: int
@@ -220,7 +312,10 @@ class SearchRollout:
         """Append the generated tokens; return the query to run, if the turn searched."""
         room = max_length - 1 - len(episode.completion_ids)
         ids = list(generation.token_ids or [])
-        episode.extend(ids[:room], from_model=True)
+        logprobs = generation.logprobs[:room] if generation.logprobs is not None else None
+        if self.have_logprobs and logprobs is None:  # TRL reads None as NaN: no importance-sampling correction
+            logprobs = [None] * len(ids[:room])
+        episode.extend(ids[:room], from_model=True, logprobs=logprobs)
         if len(ids) > room:  # another row's budget let this one run past its own
             episode.done = episode.truncated = True
             return None
@@ -238,7 +333,7 @@ class SearchRollout:
             # No action: the environment, not the model, ends the episode, so a premature EOS is dropped and the
             # policy is told how to act (the paper's corrective observation).
             if ended:
-                del episode.completion_ids[-1], episode.env_mask[-1]
+                episode.drop_last()
             episode.invalid_actions += 1
             self._observe(episode, INVALID_ACTION_FEEDBACK, tokenizer, max_length)
         return None

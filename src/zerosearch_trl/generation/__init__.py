@@ -7,7 +7,7 @@ their dependency only when constructed.
 from zerosearch_trl.generation.base import Generation, GenerationParams, TextGenerator
 from zerosearch_trl.generation.openai import OpenAIGenerator, ServerUnreachableError
 from zerosearch_trl.generation.transformers import TransformersGenerator
-from zerosearch_trl.generation.vllm import VLLMGenerator
+from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 
 __all__ = [
     "Generation",
@@ -16,5 +16,6 @@ __all__ = [
     "ServerUnreachableError",
     "TextGenerator",
     "TransformersGenerator",
+    "VLLMClientGenerator",
     "VLLMGenerator",
 ]

@@ -1,4 +1,5 @@
-"""In-process generation with ``vllm.LLM`` (GPU only; vLLM is an optional extra, imported on use)."""
+"""Generation with vLLM: in process with ``vllm.LLM`` (GPU only; vLLM is an optional extra, imported on use), or
+through TRL's ``VLLMClient`` to a ``trl vllm-serve`` server (the client needs no vLLM locally)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,8 @@ class VLLMGenerator:
         self.llm = self._vllm.LLM(model=model, **llm_kwargs) if isinstance(model, str) else model
         self.fingerprint = f"vllm|{model if isinstance(model, str) else type(model).__name__}"
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
-        """Generate one continuation per prompt; chat messages use the model's chat template."""
-        sampling = self._vllm.SamplingParams(
+    def _sampling(self, params: GenerationParams, **extra: Any) -> Any:
+        return self._vllm.SamplingParams(
             max_tokens=params.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
@@ -50,7 +50,22 @@ class VLLMGenerator:
             stop=list(params.stop) or None,
             seed=params.seed,
             include_stop_str_in_output=True,
+            **extra,
         )
+
+    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        """Generate from token ids, with the sampling log-probability of every generated token.
+
+        ``token_ids`` end with the EOS token when the model emitted one, as vLLM reports them.
+        """
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": list(ids)} for ids in input_ids], self._sampling(params, logprobs=0), use_tqdm=False
+        )
+        return [_to_generation(output) for output in outputs]
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """Generate one continuation per prompt; chat messages use the model's chat template."""
+        sampling = self._sampling(params)
         results: list[Generation | None] = [None] * len(prompts)
         texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
         if texts:
@@ -72,7 +87,68 @@ class VLLMGenerator:
         return results  # type: ignore[return-value]
 
 
+class VLLMClientGenerator:
+    """Generation from token ids on a ``trl vllm-serve`` server, through TRL's ``VLLMClient``.
+
+    It is the rollout's policy backend in TRL's vLLM server mode (``trainer.vllm_generation.vllm_client``): the
+    server returns token ids and logprobs but no text, so the text (used only to parse the action) is decoded
+    here, and the finish reason is inferred from EOS, the stop strings and the budget.
+
+    Args:
+        client: a ``trl.generation.vllm_client.VLLMClient`` (or anything with its ``generate`` signature).
+        tokenizer: the policy's tokenizer.
+        eos_ids: the ids that end a generation (default: the tokenizer's EOS).
+
+    Example:
+        >>> gen = VLLMClientGenerator(trainer.vllm_generation.vllm_client, tokenizer)  # doctest: +SKIP
+        >>> gen.generate_ids([[1, 2, 3]], GenerationParams(max_new_tokens=8, stop=("</search>",)))  # doctest: +SKIP
+    """
+
+    name = "vllm-server"
+
+    def __init__(self, client: Any, tokenizer: Any, eos_ids: Sequence[int] | None = None) -> None:
+        self.client, self.tokenizer = client, tokenizer
+        self.eos_ids = set(eos_ids) if eos_ids is not None else {tokenizer.eos_token_id}
+
+    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        """Generate from token ids, with the sampling log-probability of every generated token."""
+        extra: dict[str, Any] = {"stop": list(params.stop), "include_stop_str_in_output": True}
+        if params.seed is not None:
+            extra["seed"] = params.seed
+        output = self.client.generate(
+            prompts=[list(ids) for ids in input_ids],
+            n=1,
+            repetition_penalty=params.repetition_penalty,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or 0,
+            max_tokens=params.max_new_tokens,
+            logprobs=0,
+            generation_kwargs=extra,
+        )
+        logprobs = output.get("logprobs") or [None] * len(output["completion_ids"])
+        results = []
+        for ids, token_logprobs in zip(output["completion_ids"], logprobs):
+            ids = list(ids)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            stopped = bool(ids) and ids[-1] in self.eos_ids or any(s in text for s in params.stop)
+            results.append(
+                Generation(
+                    text=text,
+                    finish_reason="stop" if stopped or len(ids) < params.max_new_tokens else "length",
+                    token_ids=ids,
+                    # logprobs=0 asks for the sampled token's only, so each position holds one value
+                    logprobs=[lp[0] for lp in token_logprobs] if token_logprobs is not None else None,
+                )
+            )
+        return results
+
+
 def _to_generation(output: Any) -> Generation:
     completion = output.outputs[0]
     finish = "length" if completion.finish_reason == "length" else "stop"
-    return Generation(text=completion.text, finish_reason=finish, token_ids=list(completion.token_ids))
+    ids = list(completion.token_ids)
+    logprobs = None
+    if completion.logprobs is not None:  # one {token_id: Logprob} per position; read the sampled token's
+        logprobs = [position[token].logprob for position, token in zip(completion.logprobs, ids)]
+    return Generation(text=completion.text, finish_reason=finish, token_ids=ids, logprobs=logprobs)

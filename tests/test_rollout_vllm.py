@@ -1,0 +1,229 @@
+"""The rollout's vLLM paths (colocate and server), against stand-ins: vLLM needs a CUDA GPU and this machine has none.
+
+The stand-ins follow the documented interfaces that the rollout uses and nothing more:
+- colocate: ``vllm.SamplingParams(...)`` and ``vllm.LLM.generate([{"prompt_token_ids": ids}], sampling_params,
+  use_tqdm=False)`` returning ``RequestOutput``s whose ``outputs[0]`` has ``text``, ``token_ids``,
+  ``finish_reason`` and ``logprobs`` (one ``{token_id: Logprob}`` per position, the sampled token always present);
+- server: TRL's ``VLLMClient.generate(prompts, ..., max_tokens, logprobs, generation_kwargs)`` returning
+  ``{"prompt_ids", "completion_ids", "logprobs", "logprob_token_ids"}``, logprobs shaped (rows, tokens, 1).
+Both play the same scripted policy as the HF-path tests, so their results can be compared with the HF path exactly.
+The trainer, the rollout, the tokenizer and the simulated engine are the real ones; the real vLLM runs belong to
+the GPU benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import make_tiny_model
+from test_rollout import RecordingEngine, make_trainer, next_turn_ids, qa_dataset, scripted_generate
+from zerosearch_trl.rollout import make_search_rollout
+
+QUESTIONS = ["Where is Beta?", "Where is Alpha?", "Where is Gamma?", "Where is Delta?"]
+
+
+def fake_logprob(token_id: int) -> float:
+    """A deterministic, recognisable 'sampling logprob' per token id."""
+    return -((token_id % 7) + 1) / 10
+
+
+class ScriptedVLLM:
+    """Plays the scripted policy the way vLLM would: stop strings end the output after the token that completes
+    them (kept, with ``include_stop_str_in_output``), EOS is kept in ``token_ids``, ``max_tokens`` caps it."""
+
+    def __init__(self, tokenizer, second_copy_wrong=False, logprob_fn=None):
+        self.tokenizer, self.second_copy_wrong = tokenizer, second_copy_wrong
+        self.logprob_fn = logprob_fn or (lambda context, ids: [fake_logprob(t) for t in ids])
+        self.calls: list[int] = []
+        self.seen: Counter = Counter()
+
+    def complete(self, prompt_ids, max_tokens, stop):
+        # Copies of one prompt share each context; with second_copy_wrong the second copy answers wrongly, so that
+        # rewards differ within a GRPO group.
+        self.seen[tuple(prompt_ids)] += 1
+        wrong = self.second_copy_wrong and self.seen[tuple(prompt_ids)] % 2 == 0
+        ids = next_turn_ids(self.tokenizer, prompt_ids, wrong)
+        out: list[int] = []
+        reason = "length"
+        for token in ids[:max_tokens]:
+            out.append(token)
+            if token == self.tokenizer.eos_token_id:
+                reason = "stop"
+                break
+            if any(s in self.tokenizer.decode(out) for s in stop):
+                reason = "stop"
+                break
+        else:
+            if len(out) < max_tokens:
+                reason = "stop"
+        return out, reason, self.logprob_fn(list(prompt_ids), out)
+
+
+class StandInSamplingParams:
+    """vLLM's ``SamplingParams`` keyword arguments that the rollout uses (an unknown keyword is a TypeError)."""
+
+    def __init__(self, *, max_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed,
+                 include_stop_str_in_output, logprobs=None):  # fmt: skip
+        assert include_stop_str_in_output is True
+        self.max_tokens, self.stop, self.logprobs = max_tokens, stop or [], logprobs
+
+
+class StandInLLM:
+    def __init__(self, policy: ScriptedVLLM):
+        self.policy = policy
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        self.policy.calls.append(len(prompts))
+        results = []
+        for prompt in prompts:
+            ids, reason, values = self.policy.complete(prompt["prompt_token_ids"], sampling_params.max_tokens,
+                                                       sampling_params.stop)  # fmt: skip
+            logprobs = None
+            if sampling_params.logprobs is not None:
+                logprobs = [{t: SimpleNamespace(logprob=v, rank=1)} for t, v in zip(ids, values)]
+            text = self.policy.tokenizer.decode(ids, skip_special_tokens=True)
+            output = SimpleNamespace(text=text, token_ids=ids, finish_reason=reason, logprobs=logprobs)
+            results.append(SimpleNamespace(prompt_token_ids=prompt["prompt_token_ids"], outputs=[output]))
+        return results
+
+
+class StandInVLLMClient:
+    """TRL's ``VLLMClient.generate`` signature (keyword names as in TRL 1.16)."""
+
+    def __init__(self, policy: ScriptedVLLM):
+        self.policy, self.requests = policy, []
+
+    def generate(self, prompts, features=None, n=1, repetition_penalty=1.0, temperature=1.0, top_p=1.0, top_k=0,
+                 min_p=0.0, max_tokens=16, logprobs=0, structured_outputs_regex=None, generation_kwargs=None):  # fmt: skip
+        self.requests.append({"n": n, "max_tokens": max_tokens, "logprobs": logprobs, **(generation_kwargs or {})})
+        self.policy.calls.append(len(prompts))
+        outputs = [self.policy.complete(p, max_tokens, generation_kwargs["stop"]) for p in prompts]
+        return {
+            "prompt_ids": prompts,
+            "completion_ids": [ids for ids, _, _ in outputs],
+            "logprobs": [[[v] for v in values] for _, _, values in outputs],
+            "logprob_token_ids": [[[t] for t in ids] for ids, _, _ in outputs],
+        }
+
+
+@pytest.fixture
+def stand_in_vllm(monkeypatch):
+    """Where the package imports vLLM, it gets the stand-in's ``SamplingParams`` instead."""
+    import zerosearch_trl.generation.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "import_vllm", lambda: SimpleNamespace(SamplingParams=StandInSamplingParams))
+
+
+def model_logprobs(model):
+    """What a real vLLM engine reports: the policy's own log-probabilities of the sampled tokens."""
+
+    @torch.no_grad()
+    def logprobs(context, ids):
+        logits = model(torch.tensor([context + ids])).logits[0, len(context) - 1 : -1]
+        return logits.log_softmax(-1).gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist()
+
+    return logprobs
+
+
+def vllm_trainer(
+    tokenizer, mode, max_completion_length=400, questions=QUESTIONS, second_copy_wrong=False, real_logprobs=False
+):
+    """A real GRPOTrainer (built on CPU without vLLM), then configured as TRL configures a vLLM run."""
+    dataset = qa_dataset(questions)
+    rollout = make_search_rollout(RecordingEngine(), max_turns=2)
+    model = make_tiny_model(tokenizer)
+    model.generate = None  # the vLLM paths must never fall back to HF generate
+    trainer = make_trainer(model, tokenizer, dataset, rollout, max_completion_length)
+    policy = ScriptedVLLM(tokenizer, second_copy_wrong, model_logprobs(model) if real_logprobs else None)
+    trainer.args.use_vllm, trainer.args.vllm_mode = True, mode
+    trainer.vllm_generation = SimpleNamespace(
+        llm=StandInLLM(policy), vllm_client=StandInVLLMClient(policy), enable_sleep_mode=False
+    )
+    return trainer, rollout, dataset, policy
+
+
+def hf_reference(tokenizer, max_completion_length=400):
+    dataset = qa_dataset(QUESTIONS)
+    rollout = make_search_rollout(RecordingEngine(), max_turns=2)
+    model = make_tiny_model(tokenizer)
+    model.generate = scripted_generate(tokenizer)
+    trainer = make_trainer(model, tokenizer, dataset, rollout, max_completion_length)
+    return rollout(list(dataset["prompt"]), trainer)
+
+
+@pytest.mark.parametrize("mode", ["colocate", "server"])
+def test_vllm_paths_match_hf_and_return_sampling_logprobs(stand_in_vllm, tokenizer, mode):
+    trainer, rollout, dataset, policy = vllm_trainer(tokenizer, mode)
+    out = rollout(list(dataset["prompt"]), trainer)
+    reference = hf_reference(tokenizer)
+    assert out["completion_ids"] == reference["completion_ids"]
+    assert out["env_mask"] == reference["env_mask"]
+    assert out["num_searches"] == reference["num_searches"] == [0, 1, 2, 0]
+    assert reference["logprobs"] is None  # HF path: TRL computes them itself
+    for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"]):
+        assert len(logprobs) == len(ids)
+        assert [lp for lp, m in zip(logprobs, mask) if m] == [fake_logprob(t) for t, m in zip(ids, mask) if m]
+        assert all(lp == 0.0 for lp, m in zip(logprobs, mask) if not m)
+    assert policy.calls[0] == len(QUESTIONS)  # one batched call per turn, all live rows together
+    assert len(policy.calls) == 3  # turn 1 (4 rows), turn 2 (Alpha, Gamma, Delta), answer turn (Gamma, Delta)
+
+
+def test_server_requests_carry_stop_strings_and_sampled_token_logprobs(stand_in_vllm, tokenizer):
+    trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "server")
+    rollout(list(dataset["prompt"]), trainer)
+    request = trainer.vllm_generation.vllm_client.requests[0]
+    assert request["stop"] == ["</search>", "</answer>"] and request["include_stop_str_in_output"] is True
+    assert request["n"] == 1 and request["logprobs"] == 0
+    assert request["max_tokens"] == 400 - 1  # one token kept for the closing EOS
+
+
+def test_colocated_sleep_mode_wakes_and_sleeps_around_each_turn(stand_in_vllm, tokenizer):
+    trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")
+    events = []
+    llm = trainer.vllm_generation.llm
+    llm.wake_up = lambda tags: events.append(("wake", tuple(tags)))
+    llm.sleep = lambda level: events.append(("sleep", level))
+    trainer.vllm_generation.enable_sleep_mode = True
+    trainer.vllm_generation._llm_weights_sleeping = True
+    trainer.vllm_generation.sync_weights = lambda: events.append(("sync",))
+    rollout(list(dataset["prompt"]), trainer)
+    assert events[:3] == [("sync",), ("wake", ("kv_cache",)), ("sleep", 2)]
+    assert events.count(("sync",)) == 3  # level-2 sleep discards the weights: pushed again every turn
+
+
+def test_colocate_with_tensor_parallelism_is_refused_clearly(stand_in_vllm, tokenizer):
+    trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")
+    trainer.args.vllm_tensor_parallel_size = 2
+    with pytest.raises(NotImplementedError, match="vllm_tensor_parallel_size=2"):
+        rollout(list(dataset["prompt"]), trainer)
+
+
+@pytest.mark.slow
+def test_grpo_step_through_the_colocate_path_uses_the_logprobs(stand_in_vllm, tokenizer):
+    """A real training step with the trainer set up as for vLLM: TRL's importance-sampling correction consumes the
+    rollout's logprobs (with logprobs missing or misaligned it would fail to build its tensors)."""
+    trainer, rollout, dataset, policy = vllm_trainer(
+        tokenizer,
+        "colocate",
+        questions=["Where is Alpha?", "Where is Beta?"],
+        second_copy_wrong=True,
+        real_logprobs=True,
+    )
+    trainer.use_vllm, trainer.vllm_mode, trainer._last_loaded_step = True, "colocate", -1
+    trainer.vllm_generation.sync_weights = lambda: None
+    trainer.args.max_steps = 1
+    trainer.state.max_steps = 1
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert policy.calls, "the stand-in LLM was not used"
+    assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert any(k.startswith("sampling/importance_sampling_ratio") for k in logged), sorted(logged)
+    step = trainer.state.log_history[0]
+    assert step["completions/clipped_ratio"] == 0.0 and 0.0 < step["reward"] < 1.0
+    # the rollout's logprobs are the policy's own (as vLLM's would be, up to numerics): the ratio is ~1
+    assert step["sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-3)
