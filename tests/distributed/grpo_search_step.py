@@ -1,0 +1,63 @@
+"""Two GRPO steps with the search rollout, run by ``accelerate launch --num_processes 2 --cpu`` from
+``tests/test_distributed.py``. Each process writes what it saw to ``<out>/rank<N>.json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from helpers import make_tiny_model
+from test_rollout import RecordingEngine, qa_dataset, scripted_generate
+from zerosearch_trl.models import default_model_path, load_tokenizer
+from zerosearch_trl.rewards import f1_reward
+from zerosearch_trl.rollout import make_search_rollout
+
+
+def main(out: Path) -> None:
+    tokenizer = load_tokenizer(default_model_path())
+    model = make_tiny_model(tokenizer)  # same seed on both ranks: DDP starts from identical weights anyway
+    model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
+    engine = RecordingEngine()
+    rollout = make_search_rollout(engine)
+    config = GRPOConfig(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=4,
+        num_generations=4,  # a group spans both processes: the rewards are gathered across them
+        max_completion_length=160,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[f1_reward],
+        args=config,
+        train_dataset=qa_dataset(["Where is Alpha?", "Where is Beta?"]),
+        processing_class=tokenizer,
+        rollout_func=rollout,
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    checksum = sum(p.detach().double().sum().item() for p in model.parameters())
+    result = {
+        "rank": trainer.accelerator.process_index,
+        "num_processes": trainer.accelerator.num_processes,
+        "changed": sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters()),
+        "checksum": checksum,
+        "queries": [[r.question for r in batch] for batch in engine.batches],
+        "log_history": trainer.state.log_history,
+    }
+    (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
