@@ -24,7 +24,7 @@ EOS = object()  # marks "the policy emits EOS here" in a script
 SCRIPTS = {
     "Where is Alpha?": [
         " I should look.</think>\n<search> alpha place </search>",
-        " Found.</think>\n<answer> Paris </answer>",
+        "<think> Found.</think>\n<answer> Paris </answer>",
     ],
     "Where is Beta?": [" Easy.</think>\n<answer> Rome </answer>"],
     "Where is Gamma?": [
@@ -164,6 +164,7 @@ def test_rows_keep_their_own_question_when_only_some_search(policy, tokenizer):
     ]
     assert out["num_searches"] == [0, 1, 0, 2]
     assert out["search_queries"] == [[], ["alpha place"], [], ["gamma one", "gamma two"]]
+    assert out["well_formed"] == [True, True, True, False]  # Gamma never answers
     assert len(engine.batches) == 2  # one batched engine call per turn
 
 
@@ -209,6 +210,7 @@ def test_noisy_fraction_and_metrics(policy, tokenizer):
     metrics = trainer._metrics["train"]
     assert metrics["search/searches_per_episode"] == [1.5]
     assert metrics["search/episodes_with_search"] == [1.0]
+    assert metrics["search/well_formed_episodes"] == [0.5]  # Alpha answers, Gamma does not
     assert metrics["search/noisy_fraction"] == [1.0]
     assert metrics["search/observation_tokens_per_episode"][0] > 20
 

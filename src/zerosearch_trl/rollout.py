@@ -35,7 +35,13 @@ from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
-from zerosearch_trl.protocol import INVALID_ACTION_FEEDBACK, STOP_STRINGS, parse_action, render_observation
+from zerosearch_trl.protocol import (
+    INVALID_ACTION_FEEDBACK,
+    STOP_STRINGS,
+    is_well_formed,
+    parse_action,
+    render_observation,
+)
 from zerosearch_trl.rewards import as_gold_list
 
 logger = logging.getLogger(__name__)
@@ -176,7 +182,11 @@ class SearchRollout:
             # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
             if not episode.truncated and not (episode.completion_ids and episode.completion_ids[-1] in self._eos_ids):
                 episode.extend([eos_id], from_model=False)
-        self._log_metrics(trainer, episodes, counters_before)
+        well_formed = [
+            not e.truncated and is_well_formed(tokenizer.decode(e.completion_ids, skip_special_tokens=True))
+            for e in episodes
+        ]
+        self._log_metrics(trainer, episodes, well_formed, counters_before)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
@@ -186,6 +196,7 @@ class SearchRollout:
             "search_queries": [list(e.search_queries) for e in episodes],
             "noisy_fraction": [e.noisy_searches / len(e.search_queries) if e.search_queries else 0.0 for e in episodes],
             "invalid_actions": [e.invalid_actions for e in episodes],
+            "well_formed": well_formed,
         }
 
     def _start(self, prompt: Any, tokenizer: Any) -> Episode:
@@ -362,7 +373,9 @@ class SearchRollout:
         if len(ids) >= room:  # nothing left to generate with
             episode.done = episode.truncated = True
 
-    def _log_metrics(self, trainer: Any, episodes: list[Episode], before: dict[str, float]) -> None:
+    def _log_metrics(
+        self, trainer: Any, episodes: list[Episode], well_formed: list[bool], before: dict[str, float]
+    ) -> None:
         """Per-step search metrics, logged with the trainer's own (so they reach ``report_to``)."""
         metrics = getattr(trainer, "_metrics", None)
         if metrics is None:
@@ -373,6 +386,7 @@ class SearchRollout:
         values = {
             "search/searches_per_episode": searches / n,
             "search/episodes_with_search": sum(bool(e.search_queries) for e in episodes) / n,
+            "search/well_formed_episodes": sum(well_formed) / n,
             "search/invalid_actions_per_episode": sum(e.invalid_actions for e in episodes) / n,
             "search/noisy_fraction": sum(e.noisy_searches for e in episodes) / searches if searches else 0.0,
             "search/observation_tokens_per_episode": sum(e.observation_tokens for e in episodes) / n,
