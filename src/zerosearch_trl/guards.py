@@ -1,0 +1,189 @@
+"""Training guards: watch each logged step for the failures that waste an RL run, and warn or stop.
+
+:class:`TrainingGuardCallback` reads the metrics a GRPO run logs and fires when
+
+- ``nan_reward``: the ``reward`` is NaN, inf or null (TRL logs null when every reward of the step was NaN/None);
+- ``collapse``: the ``reward`` stays at or below a threshold for ``patience`` logged steps after having been above it;
+- ``tool_skip``: no episode searched (``search/episodes_with_search == 0``) for ``patience`` logged steps;
+- ``all_truncated``: every completion hit the length limit (``completions/clipped_ratio == 1``) for ``patience``
+  logged steps.
+
+Each guard is ``"off"``, ``"warn"`` (a ``logging`` warning naming the metric, its value, the step and what to try)
+or ``"stop"`` (the warning, then ``control.should_training_stop = True``). A guard fires once per streak and fires
+again only after the condition has cleared. The events are kept in ``callback.events`` for the run report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from zerosearch_trl.report import is_finite_number
+
+logger = logging.getLogger(__name__)
+
+GuardMode = Literal["off", "warn", "stop"]
+MODES: tuple[str, ...] = ("off", "warn", "stop")
+
+REWARD_KEY = "reward"
+SEARCH_KEY = "search/episodes_with_search"
+CLIPPED_KEY = "completions/clipped_ratio"
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """One firing of a guard.
+
+    Attributes:
+        guard: ``"nan_reward"``, ``"collapse"``, ``"tool_skip"`` or ``"all_truncated"``.
+        step: the trainer's global step when it fired.
+        metric: the logged key that tripped it.
+        value: that key's value (``None`` where it was logged as null).
+        action: ``"warn"`` or ``"stop"``.
+        message: the full warning, with what to try.
+
+    Example:
+        >>> event = GuardEvent("tool_skip", 30, "search/episodes_with_search", 0.0, "warn", "...")
+        >>> event.guard, event.step
+        ('tool_skip', 30)
+    """
+
+    guard: str
+    step: int
+    metric: str
+    value: float | None
+    action: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrainingGuardCallback(TrainerCallback):
+    """Warns about, or stops, a run whose logged metrics show NaN rewards, reward collapse, tool-skip or truncation.
+
+    Args:
+        nan_reward: mode of the NaN/inf reward guard; it fires on the first such step.
+        collapse: mode of the reward-collapse guard.
+        tool_skip: mode of the guard for episodes that stop searching altogether.
+        all_truncated: mode of the guard for steps where every completion is truncated.
+        patience: consecutive logged steps that the collapse, tool-skip and truncation conditions must hold.
+        collapse_threshold: the reward at or below which a step counts towards collapse (once the reward has been
+            above it).
+
+    Raises:
+        ValueError: a mode is not one of ``"off"``, ``"warn"``, ``"stop"``; ``patience`` is below 1; or
+            ``collapse_threshold`` is not finite.
+
+    Example:
+        >>> from transformers import TrainerControl, TrainerState
+        >>> guard = TrainingGuardCallback(nan_reward="stop")
+        >>> control = guard.on_log(None, TrainerState(global_step=3), TrainerControl(), logs={"reward": float("nan")})
+        >>> control.should_training_stop, guard.events[0].guard, guard.events[0].step
+        (True, 'nan_reward', 3)
+    """
+
+    def __init__(
+        self,
+        nan_reward: GuardMode = "warn",
+        collapse: GuardMode = "warn",
+        tool_skip: GuardMode = "warn",
+        all_truncated: GuardMode = "warn",
+        patience: int = 5,
+        collapse_threshold: float = 0.0,
+    ) -> None:
+        self.modes: dict[str, str] = {
+            "nan_reward": nan_reward,
+            "collapse": collapse,
+            "tool_skip": tool_skip,
+            "all_truncated": all_truncated,
+        }
+        for name, mode in self.modes.items():
+            if mode not in MODES:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, MODES))}; got {mode!r}.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1; got {patience!r}.")
+        if not math.isfinite(collapse_threshold):
+            raise ValueError(f"collapse_threshold must be a finite number; got {collapse_threshold!r}.")
+        self.patience = patience
+        self.collapse_threshold = float(collapse_threshold)
+        self.events: list[GuardEvent] = []
+        self._streaks = dict.fromkeys(self.modes, 0)
+        self._best_reward: float | None = None
+
+    def on_log(
+        self,
+        args: TrainingArguments | None,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TrainerControl:
+        logs = logs or {}
+        step = state.global_step
+        # Each check is (metric, value, condition holds?); None leaves the streak as it is, for a log row without
+        # the metric (the end-of-training summary, an evaluation) or, for collapse, a non-finite reward.
+        reward, searched, clipped = logs.get(REWARD_KEY), logs.get(SEARCH_KEY), logs.get(CLIPPED_KEY)
+        checks: dict[str, tuple[str, Any, bool | None]] = {
+            "nan_reward": (REWARD_KEY, reward, not is_finite_number(reward) if REWARD_KEY in logs else None),
+            "collapse": (REWARD_KEY, reward, self._collapsed(reward) if is_finite_number(reward) else None),
+            "tool_skip": (SEARCH_KEY, searched, searched == 0 if is_finite_number(searched) else None),
+            "all_truncated": (CLIPPED_KEY, clipped, clipped >= 1 if is_finite_number(clipped) else None),
+        }
+        for guard, (metric, value, holds) in checks.items():
+            if self.modes[guard] == "off" or holds is None:
+                continue
+            self._streaks[guard] = self._streaks[guard] + 1 if holds else 0
+            needed = 1 if guard == "nan_reward" else self.patience
+            if self._streaks[guard] == needed:  # once per streak: a long streak is one event, not one per step
+                self._fire(guard, metric, value, step, state, control)
+        return control
+
+    def _collapsed(self, reward: float) -> bool:
+        """Whether this step counts towards collapse; also tracks the best reward so far."""
+        was_above = self._best_reward is not None and self._best_reward > self.collapse_threshold
+        self._best_reward = reward if self._best_reward is None else max(self._best_reward, reward)
+        return was_above and reward <= self.collapse_threshold
+
+    def _fire(
+        self, guard: str, metric: str, value: Any, step: int, state: TrainerState, control: TrainerControl
+    ) -> None:
+        action = self.modes[guard]
+        number = float(value) if isinstance(value, (int, float)) else None  # None: logged as null (or not a number)
+        shown = f"{number:.4g}" if number is not None else "null (NaN)" if value is None else repr(value)
+        message = f"Step {step}: {_DESCRIPTIONS[guard].format(metric=metric, value=shown, self=self)}"
+        if action == "stop":
+            message += " Stopping training (guard mode 'stop')."
+            # Every process sets the flag, so that all ranks leave the loop together.
+            control.should_training_stop = True
+        self.events.append(GuardEvent(guard, step, metric, number, action, message))
+        if state.is_world_process_zero:
+            logger.warning("[guard %s] %s", guard, message)
+
+
+_DESCRIPTIONS = {
+    "nan_reward": (
+        "`{metric}` is {value}. Check the reward functions for NaN/None returns (e.g. a dataset row without its "
+        "gold answers); if the loss is NaN too, lower the learning rate or train in fp32/bf16 instead of fp16."
+    ),
+    "collapse": (
+        "`{metric}` is {value}, at or below {self.collapse_threshold:g} for {self.patience} logged steps after "
+        "having been above it (best {self._best_reward:.4g}): the policy may have collapsed. Try a lower learning "
+        "rate, a larger KL coefficient (`beta`), a slower noise curriculum, or resume from an earlier checkpoint."
+    ),
+    "tool_skip": (
+        "`{metric}` is {value}: no episode has searched for {self.patience} logged steps (tool-skip). Try a smaller "
+        "noise p (noisy documents teach the policy that searching does not pay), questions that need retrieval, a "
+        "prompt that shows the <search> tag, or check `search/invalid_actions_per_episode` for malformed searches."
+    ),
+    "all_truncated": (
+        "`{metric}` is {value}: every completion hit `max_completion_length` for {self.patience} logged steps, so "
+        "none ends with an answer. Raise `max_completion_length`, lower `max_turns` or the number of documents per "
+        "search (observations take room), or check the EOS token."
+    ),
+}

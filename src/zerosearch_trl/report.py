@@ -1,0 +1,411 @@
+"""Run report: the per-step metrics of a training run as ``metrics.jsonl``, then ``report.md`` with plots.
+
+:class:`MetricsJsonlCallback` appends each logged step of a ``transformers``/TRL trainer to
+``<output_dir>/metrics.jsonl`` as it happens, so a run that dies still leaves its history behind.
+:func:`write_report` turns that file (or a list of log dicts, e.g. ``trainer.state.log_history``) into
+``report.md``: a summary table, PNG plots of reward, searches per episode, the curriculum's noise p, KL, entropy
+and completion length over the steps, and a table of run details. :func:`summary_lines` is the short
+end-of-run summary for a terminal.
+
+Key names are those GRPOTrainer logs (``reward``, ``rewards/<function>/mean``, ``kl``, ``entropy``,
+``completions/mean_length``, ``completions/clipped_ratio``...), those the search rollout logs
+(``search/searches_per_episode``, ``search/episodes_with_search``...), and the curriculum's ``curriculum/noise_p``.
+Importing this module imports ``transformers`` (for the callback's base class); the plots use matplotlib, a
+dependency of the package, imported only when drawing.
+
+Example:
+    >>> import tempfile
+    >>> rows = [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.4}]
+    >>> path = write_report(tempfile.mkdtemp(), rows, plots=False)
+    >>> "| `reward` | 0.1 | 0.4 | 0.1 | 0.4 | 2 | 0 |" in path.read_text()
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+
+
+class _Plot(NamedTuple):
+    name: str  # file stem
+    title: str
+    patterns: tuple[str, ...]  # metric keys, fnmatch-style: one line per matching key
+
+
+PLOTS = (
+    _Plot("reward", "Reward (total and per reward function)", ("reward", "rewards/*/mean")),
+    _Plot("searches", "Searches per episode", ("search/searches_per_episode", "search/episodes_with_search")),
+    _Plot("noise_p", "Noise probability p (curriculum)", ("curriculum/noise_p",)),
+    _Plot("kl", "KL divergence to the reference model", ("kl",)),
+    _Plot("entropy", "Entropy", ("entropy",)),
+    _Plot("completion_length", "Mean completion length (tokens)", ("completions/mean_length",)),
+)
+
+# The summary table's rows, in this order; only the keys that were logged appear.
+SUMMARY_PATTERNS = (
+    "reward",
+    "rewards/*/mean",
+    "reward_std",
+    "search/*",
+    "curriculum/noise_p",
+    "kl",
+    "entropy",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "loss",
+)
+
+
+class MetricsJsonlCallback(TrainerCallback):
+    """Appends every logged step to a JSON-lines file: ``{"step": global_step, **logs}``, one line each.
+
+    Each line is flushed as it is written. Non-finite floats (NaN, inf) are written as ``null``, so every line is
+    strict JSON. At the start of training, lines past the current step are dropped: a fresh run (step 0) starts
+    an empty file, and a run resumed from a checkpoint keeps the history up to that checkpoint only. Only the
+    main process writes. Callbacks run in list order: put this one after those that add keys to the logs (such
+    as ``CurriculumCallback``, which adds ``curriculum/noise_p``).
+
+    Args:
+        path: the file to write, usually ``<output_dir>/metrics.jsonl``.
+
+    Example:
+        >>> callback = MetricsJsonlCallback("runs/demo/metrics.jsonl")
+        >>> trainer = GRPOTrainer(..., callbacks=[callback])  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= state.global_step]
+        self.path.write_text("".join(_json_line(row) for row in kept), encoding="utf-8")
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(_json_line({"step": state.global_step, **logs}))
+            file.flush()
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Reads a ``metrics.jsonl`` file, or the one in a run's output folder.
+
+    A partial last line (a run killed while writing it) is skipped with a warning; a bad line elsewhere is an
+    error.
+
+    Args:
+        path: the JSON-lines file, or the folder that holds ``metrics.jsonl``.
+
+    Returns:
+        One dict per line, in file order.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: a line other than the last is not JSON.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "metrics.jsonl").write_text('{"step": 1, "reward": null}\\n{"step": 2, "rew')
+        >>> read_metrics(folder)
+        [{'step': 1, 'reward': None}]
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No metrics file at {path}: attach MetricsJsonlCallback to the trainer, or pass the metrics to "
+            "write_report as a list of dicts (e.g. trainer.state.log_history)."
+        )
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < len(lines):
+                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+            logger.warning("Skipping the partial last line of %s (the run stopped while writing it).", path)
+    return rows
+
+
+def write_report(
+    output_dir: str | os.PathLike[str],
+    metrics: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    title: str = "zerosearch-trl training report",
+    extra: Mapping[str, Any] | None = None,
+    events: Iterable[object] | None = None,
+    plots: bool = True,
+) -> Path:
+    """Writes ``report.md`` and its PNG plots (under ``plots/``) into a run's output folder.
+
+    The report holds a summary table (first and last value, min and max of each key metric; ``Non-finite`` counts
+    the steps where it was NaN, inf or null), the plots embedded by relative path, and the ``extra`` details as a
+    table. A plot whose metrics were never logged is not drawn; the report lists it as skipped.
+
+    Args:
+        output_dir: the run's folder; the report goes there.
+        metrics: the logged rows, each with a ``"step"`` key (e.g. ``trainer.state.log_history``); by default
+            read from ``output_dir/metrics.jsonl``.
+        title: the report's heading.
+        extra: run details to list, e.g. the config or ``{"well-formed share at step 0": 0.12}``; dict and list
+            values are shown as JSON.
+        events: the training guards' events (``TrainingGuardCallback.events``), listed one per line;
+            ``None`` leaves the section out.
+        plots: draw the PNG plots (needs matplotlib); ``False`` writes the markdown alone.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        ImportError: ``plots=True`` and matplotlib is not installed.
+        FileNotFoundError: ``metrics`` is not given and there is no ``metrics.jsonl``.
+        ValueError: a row has no ``"step"``.
+
+    Example:
+        >>> import tempfile
+        >>> rows = [{"step": 1, "reward": 0.2, "kl": 0.0}, {"step": 2, "reward": 0.5, "kl": 0.01}]
+        >>> path = write_report(tempfile.mkdtemp(), rows, extra={"model": "SmolLM2-135M"})
+        >>> sorted(p.name for p in (path.parent / "plots").iterdir())
+        ['kl.png', 'reward.png']
+    """
+    if plots:
+        _require_matplotlib()
+    output_dir = Path(output_dir)
+    rows = read_metrics(output_dir) if metrics is None else list(metrics)
+    for index, row in enumerate(rows):
+        if "step" not in row:
+            raise ValueError(f"Metrics row {index} has no 'step' key: {dict(row)!r}")
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    runtime = _runtime(rows)
+    took = f", run time {_duration(runtime)}" if runtime is not None else ""
+    sections = [[f"# {title}", "", f"{len(rows)} log rows up to step {_last_step(rows)}{took}."]]
+    sections.append(_summary_section(rows, keys))
+    if plots:
+        sections.append(_plots_section(rows, keys, output_dir))
+    if events is not None:
+        sections.append(["## Training guards", "", *([f"- {_cell(str(e))}" for e in events] or ["No guard fired."])])
+    if extra:
+        details = [f"| {_cell(str(key))} | {_cell(_value_text(value))} |" for key, value in extra.items()]
+        sections.append(["## Run details", "", "| Key | Value |", "|---|---|", *details])
+
+    report = output_dir / REPORT_FILE
+    report.write_text("\n\n".join("\n".join(section) for section in sections) + "\n", encoding="utf-8")
+    return report
+
+
+def summary_lines(metrics: Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> list[str]:
+    """A one-screen end-of-run summary: steps, time, and first → last reward, searches per episode and noise p.
+
+    Args:
+        metrics: the logged rows (each with a ``"step"`` key), or a ``metrics.jsonl`` file or the folder holding it.
+
+    Returns:
+        Plain-text lines, ready to print.
+
+    Example:
+        >>> rows = [{"step": 1, "reward": 0.1, "search/searches_per_episode": 0.0},
+        ...         {"step": 2, "reward": 0.45, "search/searches_per_episode": 1.25},
+        ...         {"step": 2, "train_runtime": 75.0}]
+        >>> print("\\n".join(summary_lines(rows)))
+        Run summary: 2 steps in 1m 15s
+          reward                 0.1 -> 0.45  (min 0.1, max 0.45)
+          searches per episode   0 -> 1.25  (min 0, max 1.25)
+          noise p                not logged
+    """
+    rows = read_metrics(metrics) if isinstance(metrics, (str, os.PathLike)) else list(metrics)
+    runtime = _runtime(rows)
+    took = f" in {_duration(runtime)}" if runtime is not None else " (no run time logged)"
+    lines = [f"Run summary: {_last_step(rows)} steps{took}"]
+    for label, key in (
+        ("reward", "reward"),
+        ("searches per episode", "search/searches_per_episode"),
+        ("noise p", "curriculum/noise_p"),
+    ):
+        stats = _stats(rows, key)
+        if stats.first is None:
+            lines.append(f"  {label:<22} not logged")
+        else:
+            lines.append(
+                f"  {label:<22} {_fmt(stats.first)} -> {_fmt(stats.last)}  (min {_fmt(stats.min)}, max {_fmt(stats.max)})"
+            )
+    return lines
+
+
+def _summary_section(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[str]:
+    lines = [
+        "## Summary",
+        "",
+        "| Metric | First | Last | Min | Max | Logged | Non-finite |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in _expand(SUMMARY_PATTERNS, keys):
+        stats = _stats(rows, key)
+        lines.append(
+            f"| `{key}` | {_fmt(stats.first)} | {_fmt(stats.last)} | {_fmt(stats.min)} | {_fmt(stats.max)} "
+            f"| {stats.logged} | {stats.non_finite} |"
+        )
+    return lines
+
+
+def _plots_section(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], output_dir: Path) -> list[str]:
+    """Draws each plot that has data into ``output_dir/plots/``; the markdown embeds them and lists the rest."""
+    lines = ["## Plots"]
+    skipped = []
+    for plot in PLOTS:
+        series = {key: _series(rows, key) for key in _expand(plot.patterns, keys)}
+        series = {key: points for key, points in series.items() if points[0]}
+        if not series:
+            skipped.append(f"{plot.title} (`{'`, `'.join(plot.patterns)}`)")
+            continue
+        relative = f"{PLOTS_DIR}/{plot.name}.png"
+        (output_dir / PLOTS_DIR).mkdir(exist_ok=True)
+        _draw(plot.title, series, output_dir / relative)
+        lines += ["", f"### {plot.title}", "", f"![{plot.title}]({relative})"]
+    if skipped:
+        lines += ["", "Skipped (never logged): " + "; ".join(skipped) + "."]
+    return lines
+
+
+class _Stats(NamedTuple):
+    first: float | None
+    last: float | None
+    min: float | None
+    max: float | None
+    logged: int  # rows holding the key
+    non_finite: int  # of those, rows where it was NaN, inf or null
+
+
+def _stats(rows: Sequence[Mapping[str, Any]], key: str) -> _Stats:
+    _, values = _series(rows, key)
+    logged = sum(key in row for row in rows)
+    if not values:
+        return _Stats(None, None, None, None, logged, logged)
+    return _Stats(values[0], values[-1], min(values), max(values), logged, logged - len(values))
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """The (steps, values) where ``key`` has a finite value."""
+    points = [(row["step"], float(row[key])) for row in rows if is_finite_number(row.get(key))]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether a logged value is a real, finite number (not None, NaN, inf, a bool or a string).
+
+    Example:
+        >>> [is_finite_number(v) for v in (0.5, 3, None, float("nan"), True)]
+        [True, True, False, False, False]
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _expand(patterns: Iterable[str], keys: Sequence[str]) -> list[str]:
+    """The keys matching each pattern in turn (sorted within a pattern), each once."""
+    matched = (key for pattern in patterns for key in sorted(k for k in keys if fnmatchcase(k, pattern)))
+    return list(dict.fromkeys(matched))
+
+
+def _runtime(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The trainer's end-of-training ``train_runtime`` (seconds), if the run got that far."""
+    return next((row["train_runtime"] for row in reversed(rows) if is_finite_number(row.get("train_runtime"))), None)
+
+
+def _last_step(rows: Sequence[Mapping[str, Any]]) -> int:
+    return max((int(row["step"]) for row in rows), default=0)
+
+
+def _json_line(row: Mapping[str, Any]) -> str:
+    return json.dumps({key: _jsonable(value) for key, value in row.items()}, allow_nan=False, default=str) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    # Trainers may log numpy or torch scalars; .item() turns them into Python numbers first.
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN/Infinity
+    return value
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return _fmt(value)
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell or list item."""
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "The report's plots need matplotlib (a dependency of zerosearch-trl): pip install matplotlib "
+            "(or call write_report(..., plots=False) for the markdown alone)."
+        ) from error
+
+
+def _draw(title: str, series: Mapping[str, tuple[list[int], list[float]]], path: Path) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    # A bare Figure renders with the Agg canvas on savefig, without pyplot: no global backend switch, no GUI.
+    figure = Figure(figsize=(7, 3.5), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    for key, (steps, values) in series.items():
+        axes.plot(steps, values, marker=".", label=key)
+    axes.set(title=title, xlabel="step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.savefig(path, format="png")
