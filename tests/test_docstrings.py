@@ -13,7 +13,18 @@ MODULES = [
     "zerosearch_trl.demo",
     "zerosearch_trl.engines.base",
     "zerosearch_trl.engines.simulated",
+    "zerosearch_trl.engines.corpus",
+    "zerosearch_trl.engines.bm25",
+    "zerosearch_trl.engines.dense",
+    "zerosearch_trl.engines.remote",
+    "zerosearch_trl.engines.hybrid",
+    "zerosearch_trl.engines.web",
+    "zerosearch_trl.serve",
+    "zerosearch_trl.environment",
     "zerosearch_trl.generation.base",
+    "zerosearch_trl.report",
+    "zerosearch_trl.guards",
+    "zerosearch_trl.curriculum",
 ]
 
 

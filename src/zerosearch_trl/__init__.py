@@ -18,20 +18,27 @@ __version__ = "0.1.0.dev0"
 
 _EXPORTS: dict[str, str] = {
     "Action": "zerosearch_trl.protocol",
+    "AdaptiveSchedule": "zerosearch_trl.curriculum",
     "CachedSearchEngine": "zerosearch_trl.engines",
+    "ConstantSchedule": "zerosearch_trl.curriculum",
+    "CurriculumCallback": "zerosearch_trl.curriculum",
     "DEFAULT_MODEL_NAME": "zerosearch_trl.models",
     "DemoTask": "zerosearch_trl.demo",
     "Document": "zerosearch_trl.engines",
     "EmbeddedModelMissingError": "zerosearch_trl.models",
+    "ExponentialSchedule": "zerosearch_trl.curriculum",
     "Generation": "zerosearch_trl.generation",
     "GenerationParams": "zerosearch_trl.generation",
+    "LinearSchedule": "zerosearch_trl.curriculum",
     "OpenAIGenerator": "zerosearch_trl.generation",
     "QADataError": "zerosearch_trl.data",
     "SearchCache": "zerosearch_trl.engines",
     "SearchEngine": "zerosearch_trl.engines",
     "SearchRequest": "zerosearch_trl.engines",
     "SimulatedSearchEngine": "zerosearch_trl.engines",
+    "SimulatedSearchEnv": "zerosearch_trl.environment",
     "SimulatorStats": "zerosearch_trl.engines",
+    "StepSchedule": "zerosearch_trl.curriculum",
     "THINK_PREFILL": "zerosearch_trl.prompts",
     "TextGenerator": "zerosearch_trl.generation",
     "TransformersGenerator": "zerosearch_trl.generation",
@@ -52,12 +59,30 @@ _EXPORTS: dict[str, str] = {
     "load_qa_dataset": "zerosearch_trl.data",
     "load_tokenizer": "zerosearch_trl.models",
     "make_demo_task": "zerosearch_trl.demo",
+    "make_schedule": "zerosearch_trl.curriculum",
     "normalize_answer": "zerosearch_trl.rewards",
     "parse_action": "zerosearch_trl.protocol",
     "render_observation": "zerosearch_trl.protocol",
     "render_policy_prompt": "zerosearch_trl.prompts",
     "make_search_rollout": "zerosearch_trl.rollout",
     "SearchRollout": "zerosearch_trl.rollout",
+    "make_warmstart_dataset": "zerosearch_trl.warmstart",
+    "warm_start": "zerosearch_trl.warmstart",
+    "well_formed_search_share": "zerosearch_trl.warmstart",
+    "MetricsJsonlCallback": "zerosearch_trl.report",
+    "write_report": "zerosearch_trl.report",
+    "TrainingGuardCallback": "zerosearch_trl.guards",
+    "BM25Engine": "zerosearch_trl.engines",
+    "CorpusError": "zerosearch_trl.engines",
+    "DenseEngine": "zerosearch_trl.engines",
+    "HybridEngine": "zerosearch_trl.engines",
+    "RemoteSearchEngine": "zerosearch_trl.engines",
+    "RemoteSearchError": "zerosearch_trl.engines",
+    "WebSearchEngine": "zerosearch_trl.engines",
+    "WebSearchError": "zerosearch_trl.engines",
+    "load_passages": "zerosearch_trl.engines",
+    "background_server": "zerosearch_trl.serve",
+    "create_app": "zerosearch_trl.serve",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -76,17 +101,36 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real imports
+    from zerosearch_trl.curriculum import (
+        AdaptiveSchedule,
+        ConstantSchedule,
+        CurriculumCallback,
+        ExponentialSchedule,
+        LinearSchedule,
+        StepSchedule,
+        make_schedule,
+    )
     from zerosearch_trl.data import QADataError, load_qa_dataset
     from zerosearch_trl.demo import DemoTask, make_demo_task
     from zerosearch_trl.engines import (
+        BM25Engine,
         CachedSearchEngine,
+        CorpusError,
+        DenseEngine,
         Document,
+        HybridEngine,
+        RemoteSearchEngine,
+        RemoteSearchError,
         SearchCache,
         SearchEngine,
         SearchRequest,
         SimulatedSearchEngine,
         SimulatorStats,
+        WebSearchEngine,
+        WebSearchError,
+        load_passages,
     )
+    from zerosearch_trl.environment import SimulatedSearchEnv
     from zerosearch_trl.generation import (
         Generation,
         GenerationParams,
@@ -95,6 +139,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         TransformersGenerator,
         VLLMGenerator,
     )
+    from zerosearch_trl.guards import TrainingGuardCallback
     from zerosearch_trl.models import (
         DEFAULT_MODEL_NAME,
         EmbeddedModelMissingError,
@@ -105,6 +150,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     )
     from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
     from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
+    from zerosearch_trl.report import MetricsJsonlCallback, write_report
     from zerosearch_trl.rewards import (
         cover_em_reward,
         cover_exact_match,
@@ -117,3 +163,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         normalize_answer,
     )
     from zerosearch_trl.rollout import SearchRollout, make_search_rollout
+    from zerosearch_trl.serve import background_server, create_app
+    from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start, well_formed_search_share

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,40 +54,31 @@ def probe(config: ProbeConfig) -> dict:
     from zerosearch_trl.data import load_qa_dataset
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.generation.base import GenerationParams
-    from zerosearch_trl.generation.transformers import TransformersGenerator
     from zerosearch_trl.models import load_model
-    from zerosearch_trl.prompts import build_policy_prompt, render_policy_prompt
-    from zerosearch_trl.protocol import STOP_STRINGS, parse_action
+    from zerosearch_trl.warmstart import well_formed_search_share
 
     params = GenerationParams(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         top_p=config.top_p,
-        stop=STOP_STRINGS,
         seed=config.seed,
     )  # validates before loading
     if config.dataset:
         questions = load_qa_dataset(config.dataset, limit=config.n_samples)["question"]
     else:
         questions = make_demo_task(config.n_samples, seed=config.seed).dataset["question"]
-    questions = [questions[i % len(questions)] for i in range(config.n_samples)]
     model, tokenizer = load_model(config.model)
-    prompts = [
-        render_policy_prompt(tokenizer, build_policy_prompt(q, config.prompt_style), config.prefill) for q in questions
-    ]
-    generations = TransformersGenerator(model, tokenizer, batch_size=config.batch_size).generate(prompts, params)
-    actions = [parse_action(g.text) for g in generations]
-    counts = Counter(a.kind for a in actions)
-    report = {
-        "config": asdict(config),
-        "counts": {k: counts.get(k, 0) for k in ("search", "answer", "invalid")},
-        "shares": {k: counts.get(k, 0) / len(actions) for k in ("search", "answer", "invalid")},
-        "samples": [
-            {"question": q, "generated": g.text, "action": a.kind, "content": a.content}
-            for q, g, a in zip(questions, generations, actions)
-        ],
-    }
-    return report
+    report = well_formed_search_share(
+        model,
+        tokenizer,
+        list(questions),
+        n=config.n_samples,
+        prompt_style=config.prompt_style,
+        prefill=config.prefill,
+        params=params,
+        batch_size=config.batch_size,
+    )
+    return {"config": asdict(config), **report}
 
 
 @dataclass
@@ -192,10 +182,24 @@ def _run_make_demo(argv: Sequence[str]) -> int:
     return 0
 
 
+def _run_train(argv: Sequence[str]) -> int:
+    from zerosearch_trl.train import run_cli
+
+    return run_cli(argv)
+
+
+def _run_serve(argv: Sequence[str]) -> int:
+    from zerosearch_trl.serve import run_cli
+
+    return run_cli(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "train": (_run_train, "GRPO with the search rollout, a simulated engine and a noise curriculum; writes a report"),
     "simulate": (_run_simulate, "print the documents the simulated search engine writes for a query"),
     "probe": (_run_probe, "share of well-formed search/answer actions a model writes with a given prompt"),
     "make-demo": (_run_make_demo, "write the generated fictional QA task and its corpus to a folder"),
+    "serve": (_run_serve, "serve bm25, dense, simulated or hybrid search over HTTP (Search-R1's /retrieve API)"),
 }
 
 

@@ -1,0 +1,192 @@
+"""The search engine as a TRL environment: ``GRPOTrainer(..., environment_factory=SimulatedSearchEnv(engine))``.
+
+This is the tool-calling alternative to the tag protocol of :mod:`zerosearch_trl.rollout`: TRL's own loop generates,
+parses the chat template's tool calls (``<tool_call>{"name": "search", ...}</tool_call>`` for Qwen-style templates)
+and calls the environment's one tool, :meth:`SimulatedSearchEnv.search`, whose result it appends as a tool message
+masked out of the loss. The documents are the same as in the tag protocol: for the same engine and seed, a search
+returns exactly the text that the tag protocol wraps in ``<information>...</information>`` (see
+:func:`render_documents`); only the wrapping differs, since the chat template adds its own tool-response markers.
+
+How TRL 1.16 uses an environment factory: it calls the factory once at construction (to read the tools) and then
+once per concurrent rollout slot, keeps the instances in a pool and reuses them across batches, calling
+``reset(**row)`` with the full dataset row before each episode. Every public method other than ``reset`` and
+``get_reward`` becomes a tool, so this class has exactly one (``search``); everything else is an attribute or a
+property. Reward functions receive the episode's instances as the ``environments`` keyword.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch_trl.protocol import format_document
+from zerosearch_trl.rewards import as_gold_list
+
+logger = logging.getLogger(__name__)
+
+SEARCH_FAILED_TEXT = "The search failed; no results."
+"""The one document a failed search returns, in both protocols."""
+
+EMPTY_QUERY_TEXT = "The query is empty: call search with the words to look for."
+"""Tool result for an empty query (the tag protocol treats ``<search></search>`` as an invalid action)."""
+
+
+def render_documents(documents: Sequence[Document]) -> str:
+    """Documents as the policy reads them, ``Doc i (Title: t) text``, one per line (no ``<information>`` tags).
+
+    Example:
+        >>> render_documents([Document("Lyon", "Lyon is in France."), Document("", "A city.")])
+        'Doc 1 (Title: Lyon) Lyon is in France.\\nDoc 2 A city.'
+    """
+    return "\n".join(format_document(i, document) for i, document in enumerate(documents, start=1))
+
+
+def search_documents(engine: SearchEngine, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], bool]:
+    """``engine.search(requests)`` that never raises; returns the results and whether the engine failed.
+
+    An engine that raises, or returns a result count different from the request count, is logged and every
+    request gets one document saying :data:`SEARCH_FAILED_TEXT` (``meta["fallback"]`` set), so that an episode goes
+    on with an explicit failure notice instead of crashing the rollout.
+
+    Example:
+        >>> class Down:
+        ...     name, top_k = "down", 1
+        ...     def search(self, requests):
+        ...         raise ConnectionError("index server down")
+        >>> results, failed = search_documents(Down(), [SearchRequest("Lyon")])
+        >>> failed, render_documents(results[0])
+        (True, 'Doc 1 The search failed; no results.')
+    """
+    try:
+        results = engine.search(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} queries")
+        return results, False
+    except Exception:  # a real engine may fail; the caller's episodes go on with an explicit failure notice
+        logger.exception("Search engine %s failed on %d queries", getattr(engine, "name", "?"), len(requests))
+        return [[Document("", SEARCH_FAILED_TEXT, {"fallback": True})] for _ in requests], True
+
+
+class SimulatedSearchEnv:
+    """A search environment for TRL's ``environment_factory``; every instance shares one engine.
+
+    Build one around an engine and pass it as the factory: calling it returns a fresh environment on the same
+    engine, so all of TRL's rollout slots share the engine's generator, its cache and the noise level that the
+    curriculum sets (``env.engine.noise_prob``, or ``env.noise_prob``). Each instance plays one episode at a time:
+    :meth:`reset` reads the row's question and gold answers (``golden_answers``, else ``answer``), which every
+    search request carries so that the simulator can write useful documents. Per-episode counters stay readable
+    after the episode, e.g. by a reward function through TRL's ``environments`` keyword.
+
+    The tokenizer needs a chat template that renders tools, and a response parser for its tool calls: TRL adds
+    the parser itself for the templates it knows (Qwen2.5/Qwen3, Llama 3.1, ...). Cap the searches per episode
+    with ``GRPOConfig(max_tool_calling_iterations=...)`` (the paper's two searches: 2).
+
+    Args:
+        engine: any search engine (simulated, real, cached); used as is, never copied.
+
+    Attributes:
+        engine: the shared engine.
+        question: the current episode's question (``None`` when the row has none).
+        golden_answers: its gold answers.
+        search_queries: the queries searched in this episode, in order.
+        noisy_searches: searches in this episode that returned noisy (simulated) documents.
+        search_failures: searches in this episode whose engine call failed.
+
+    Example:
+        >>> from zerosearch_trl.engines.base import Document
+        >>> class OneDoc:  # any engine; SimulatedSearchEngine in training
+        ...     name, top_k = "one-doc", 1
+        ...     def search(self, requests):
+        ...         return [[Document("Lyon", f"Lyon is in France ({r.question})")] for r in requests]
+        >>> factory = SimulatedSearchEnv(OneDoc())  # GRPOTrainer(..., environment_factory=factory)
+        >>> env = factory()  # what TRL does for each rollout slot
+        >>> env.reset(prompt=[], question="Where is Lyon?", golden_answers=["France"])
+        >>> env.search("Lyon country")
+        'Doc 1 (Title: Lyon) Lyon is in France (Where is Lyon?)'
+        >>> env.num_searches, env.engine is factory.engine
+        (1, True)
+
+        A reward function can read the episodes' counters:
+
+        >>> def search_bonus(completions, environments, **kwargs):
+        ...     return [0.1 * min(env.num_searches, 1) for env in environments]
+    """
+
+    def __init__(self, engine: SearchEngine) -> None:
+        if engine is None or not callable(getattr(engine, "search", None)):
+            raise ValueError(
+                f"SimulatedSearchEnv needs a search engine with a batched search() method, got {engine!r}; "
+                "e.g. SimulatedSearchEngine(TransformersGenerator(model, tokenizer))."
+            )
+        self.engine = engine
+        self.question: str | None = None
+        self.golden_answers: tuple[str, ...] = ()
+        self.search_queries: list[str] = []
+        self.noisy_searches = 0
+        self.search_failures = 0
+
+    def __call__(self) -> SimulatedSearchEnv:
+        """A fresh environment on the same engine: this is what makes an instance usable as TRL's factory."""
+        return type(self)(self.engine)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(engine={getattr(self.engine, 'name', type(self.engine).__name__)!r})"
+
+    @property
+    def noise_prob(self) -> float:
+        """The shared engine's probability of noisy documents (set by the curriculum during training)."""
+        return self.engine.noise_prob
+
+    @noise_prob.setter
+    def noise_prob(self, value: float) -> None:
+        if not hasattr(self.engine, "noise_prob"):
+            raise AttributeError(f"The engine {self.engine!r} has no noise_prob: only a simulated engine has noise.")
+        self.engine.noise_prob = value
+
+    @property
+    def num_searches(self) -> int:
+        """Searches run in this episode."""
+        return len(self.search_queries)
+
+    @property
+    def noisy_fraction(self) -> float:
+        """Share of this episode's searches that returned noisy documents (0.0 without searches)."""
+        return self.noisy_searches / self.num_searches if self.num_searches else 0.0
+
+    def reset(self, question: str | None = None, golden_answers: Any = None, answer: Any = None, **row: Any) -> None:
+        """Start an episode for one dataset row; TRL passes the whole row as keywords.
+
+        Returns ``None``: the row's prompt already holds the question, so nothing is appended to it.
+
+        Args:
+            question: the question, attached to every search request of the episode.
+            golden_answers: the gold answers (a string, a list, or a ``{"target": [...]}`` cell).
+            answer: used as the gold answers when the row has no ``golden_answers`` column.
+            **row: the other columns (``prompt``, ...), ignored.
+        """
+        self.question = question
+        self.golden_answers = tuple(as_gold_list(golden_answers if golden_answers is not None else answer))
+        self.search_queries = []
+        self.noisy_searches = 0
+        self.search_failures = 0
+
+    def search(self, query: str) -> str:
+        """Search the web and return the top results, one document per line.
+
+        Args:
+            query: What to search for, in a few words.
+
+        Returns:
+            The documents found, each as "Doc i (Title: title) text".
+        """
+        query = str(query).strip()
+        if not query:
+            return EMPTY_QUERY_TEXT
+        request = SearchRequest(query, self.question, self.golden_answers)
+        (documents,), failed = search_documents(self.engine, [request])
+        self.search_queries.append(query)
+        self.search_failures += failed
+        self.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
+        return render_documents(documents)

@@ -1,0 +1,124 @@
+"""``zerosearch-trl train``: configuration checks before any model loads, and real short runs on a tiny model.
+
+The runs go through the real CLI entry point, TRL's parser, GRPOTrainer, the rollout, the simulated engine (the
+tiny random model writes its documents, so they are mostly placeholders), the curriculum, the guards and the
+report. The tiny policy writes random tokens, so rewards are 0: these tests check the plumbing, not learning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from zerosearch_trl.cli import main
+from zerosearch_trl.train import check_config, make_parser
+
+
+def parse(*argv: str):
+    return make_parser().parse_args_and_config(list(argv))
+
+
+def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model_name_or_path", str(model_dir),
+        "--output_dir", str(output_dir),
+        "--demo_questions", "8",
+        "--heldout_questions", "4",
+        "--probe_samples", "2",
+        "--max_steps", "2",
+        "--per_device_train_batch_size", "2",
+        "--num_generations", "2",
+        "--max_completion_length", "24",
+        "--simulator_max_new_tokens", "24",
+        "--search_top_k", "2",
+        "--schedule", "linear",
+        "--noise_end", "0.5",
+        "--save_steps", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--schedule", "sine"], "Unknown schedule 'sine'"),
+        (["--noise_start", "0.5", "--noise_end", "0.1"], "noise_end \\(0.1\\) is below noise_start \\(0.5\\)"),
+        (["--rewards", "f2"], "Unknown reward 'f2'"),
+        (["--rewards", "no_such_module:reward"], "Cannot import the reward"),
+        (["--search_top_k", "0"], "top_k"),
+        (["--engine", "bing"], "Unknown engine 'bing'"),
+        (["--simulator_backend", "openai"], "needs --simulator_base_url"),
+        (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
+        (["--per_device_train_batch_size", "6", "--num_generations", "4"], "divisible by num_generations \\(4\\)"),
+    ],
+)
+def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_dir, argv, message):
+    import zerosearch_trl.models as models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ValueError, match=message):
+        check_config(*parse("--model_name_or_path", str(tiny_model_dir), *argv))
+
+
+def test_dataset_without_gold_answers_is_named(tmp_path, monkeypatch, tiny_model_dir):
+    import zerosearch_trl.models as models
+    from zerosearch_trl.data import QADataError
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Who?", "golden_answers": []}) + "\n")
+    with pytest.raises(QADataError, match="1 of 1 rows .* have no gold answers"):
+        main(tiny_args(tiny_model_dir, tmp_path / "out", "--dataset", str(data)))
+
+
+@pytest.mark.slow
+def test_cli_run_trains_with_the_curriculum_and_writes_everything(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_model_dir, out)) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    # linear 0 -> 0.5 over 2 steps: p is 0 during step 0 and 0.25 during step 1
+    assert [r["curriculum/noise_p"] for r in steps] == [0.0, 0.25]
+    assert all("search/episodes_with_search" in r and "search/well_formed_episodes" in r for r in steps)
+    assert (out / "model.safetensors").exists() and (out / "checkpoint-1").is_dir()
+    report = (out / "report.md").read_text()
+    assert "curriculum/noise_p" in report and "plots/reward.png" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["warm_start"] is False
+    assert set(summary["first_turn_shares"]["start"]) == {"search", "answer", "invalid"}
+    assert "Held-out first turns that search" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_continues_the_schedule(tmp_path, tiny_model_dir):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    main(tiny_args(tiny_model_dir, full, "--max_steps", "3", "--probe_samples", "0"))
+    main(
+        tiny_args(
+            tiny_model_dir, resumed, "--max_steps", "3", "--probe_samples", "0",
+            "--resume_from_checkpoint", str(full / "checkpoint-2"),
+        )
+    )  # fmt: skip
+
+    def noise(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["curriculum/noise_p"] for r in rows if "reward" in r}
+
+    assert noise(resumed) == {3: noise(full)[3]}
+    assert noise(full)[3] == pytest.approx(0.5 * 2 / 3)
+
+
+@pytest.mark.slow
+def test_lora_run_saves_an_adapter_and_keeps_the_base(tmp_path, tiny_model_dir):
+    out = tmp_path / "lora"
+    main(tiny_args(tiny_model_dir, out, "--use_peft", "--lora_target_modules", "q_proj", "v_proj",
+                   "--learning_rate", "1e-2", "--probe_samples", "0"))  # fmt: skip
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)
+    assert not (out / "model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
