@@ -120,10 +120,9 @@ class SimulateConfig:
 
 def _run_simulate(argv: Sequence[str]) -> int:
     from zerosearch_trl.engines.base import SearchRequest
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
     from zerosearch_trl.generation.base import GenerationParams
     from zerosearch_trl.generation.factory import make_generator
-    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
     from zerosearch_trl.protocol import format_document
 
     parser = TrlParser([SimulateConfig])
@@ -133,11 +132,9 @@ def _run_simulate(argv: Sequence[str]) -> int:
     SimulatedSearchEngine.check_settings(top_k=config.top_k, prompt_format=config.prompt_format)
     GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     generator = make_generator(backend, model=config.model, base_url=config.base_url)
-    per_document = (
-        config.per_document
-        if config.per_document is not None
-        else config.model in DEFAULT_MODEL_ALIASES and not config.base_url
-    )
+    per_document = config.per_document
+    if per_document is None:
+        per_document = default_per_document(backend, config.model)
     engine = SimulatedSearchEngine(
         generator,
         per_document=per_document,

@@ -284,14 +284,13 @@ def _real(config: ServeConfig, kind: str) -> SearchEngine:
 
 
 def _simulated(config: ServeConfig) -> SearchEngine:
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
     from zerosearch_trl.generation.factory import make_generator
-    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
 
     backend = config.backend or ("openai" if config.base_url else "transformers")
     per_document = config.per_document
     if per_document is None:
-        per_document = backend == "transformers" and config.model in DEFAULT_MODEL_ALIASES
+        per_document = default_per_document(backend, config.model)
     return SimulatedSearchEngine(
         make_generator(backend, model=config.model, base_url=config.base_url),
         top_k=config.top_k,

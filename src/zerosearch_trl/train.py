@@ -360,9 +360,9 @@ def train(
 
     from zerosearch_trl.curriculum import CurriculumCallback
     from zerosearch_trl.engines.cache import SearchCache
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
     from zerosearch_trl.guards import TrainingGuardCallback
-    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES, load_model
+    from zerosearch_trl.models import load_model
     from zerosearch_trl.report import MetricsJsonlCallback, summary_lines, write_report
     from zerosearch_trl.rollout import make_search_rollout
     from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start
@@ -408,9 +408,9 @@ def train(
 
     per_document = engine_args.per_document
     if per_document is None:
-        simulator_name = engine_args.simulator_model
-        per_document = engine_args.simulator_backend == "transformers" and (
-            simulator_name in DEFAULT_MODEL_ALIASES or (simulator_name == "policy" and default_model)
+        simulator = engine_args.simulator_model
+        per_document = default_per_document(
+            engine_args.simulator_backend, model_args.model_name_or_path if simulator == "policy" else simulator
         )
     engine = SimulatedSearchEngine(
         _simulator(engine_args, model_args),

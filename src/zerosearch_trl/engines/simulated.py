@@ -70,6 +70,21 @@ def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
     return documents
 
 
+def default_per_document(backend: str, model: str | None) -> bool:
+    """Whether a simulator should write one document per generation when the user has not said.
+
+    On for the embedded 135M model in process (it loses track of a five-document list); off otherwise, as in the
+    paper (all documents in one generation).
+
+    Example:
+        >>> default_per_document("transformers", "default"), default_per_document("openai", "default")
+        (True, False)
+    """
+    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
+
+    return backend == "transformers" and (model is None or model in DEFAULT_MODEL_ALIASES)
+
+
 @dataclass
 class SimulatorStats:
     """Running counters of a simulated engine, for logging.
