@@ -314,3 +314,14 @@ def test_grpo_trainer_step_with_the_search_rollout(tmp_path, tokenizer):
     assert {"search/searches_per_episode", "rewards/f1_reward/mean", "loss"} <= logged
     rewards = [e["rewards/f1_reward/mean"] for e in trainer.state.log_history if "rewards/f1_reward/mean" in e]
     assert all(0.0 < r < 1.0 for r in rewards)  # right and wrong answers within each step
+
+
+def test_rollout_accepts_the_tool_environment_and_plays_its_engine(policy, tokenizer):
+    from zerosearch_trl.environment import SimulatedSearchEnv
+
+    engine = RecordingEngine()
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(SimulatedSearchEnv(engine))
+    assert rollout.engine is engine
+    out = rollout(list(dataset["prompt"]), make_trainer(policy, tokenizer, dataset, rollout))
+    assert out["num_searches"] == [1] and [r.query for r in engine.batches[0]] == ["alpha place"]

@@ -30,7 +30,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch_trl.engines.base import SearchEngine, SearchRequest
+from zerosearch_trl.environment import SimulatedSearchEnv, search_documents
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
@@ -84,12 +85,14 @@ class SearchRollout:
 
     def __init__(
         self,
-        engine: SearchEngine,
+        engine: SearchEngine | SimulatedSearchEnv,
         *,
         max_turns: int = 2,
         prefill: str | None = THINK_PREFILL,
         datasets: Iterable[Any] = (),
     ) -> None:
+        if isinstance(engine, SimulatedSearchEnv):  # the tool environment's engine serves the tag protocol too
+            engine = engine.engine
         if engine is None or not callable(getattr(engine, "search", None)):
             raise ValueError(
                 f"make_search_rollout needs a search engine with a batched search() method, got {engine!r}; "
@@ -352,14 +355,8 @@ class SearchRollout:
     def _search(self, searching: list[tuple[Episode, str]], tokenizer: Any, max_length: int) -> None:
         """One batched engine call for all rows that searched this turn; each request keeps its own row."""
         requests = [SearchRequest(query, e.question, e.golden_answers) for e, query in searching]
-        try:
-            results = self.engine.search(requests)
-            if len(results) != len(requests):
-                raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} queries")
-        except Exception:  # a real engine may fail; the episode goes on with an explicit failure notice
-            logger.exception("Search engine %s failed on %d queries", getattr(self.engine, "name", "?"), len(requests))
-            self.engine_failures += 1
-            results = [[Document("", "The search failed; no results.", {"fallback": True})] for _ in requests]
+        results, failed = search_documents(self.engine, requests)
+        self.engine_failures += failed
         for (episode, query), documents in zip(searching, results):
             episode.search_queries.append(query)
             episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
@@ -417,7 +414,7 @@ def _engine_counters(engine: Any) -> dict[str, float]:
 
 
 def make_search_rollout(
-    engine: SearchEngine,
+    engine: SearchEngine | SimulatedSearchEnv,
     *,
     max_turns: int = 2,
     prefill: str | None = THINK_PREFILL,
@@ -426,7 +423,7 @@ def make_search_rollout(
     """Build the multi-turn search ``rollout_func`` for ``GRPOTrainer``.
 
     Args:
-        engine: any search engine (simulated, real, cached, hybrid).
+        engine: any search engine (simulated, real, cached, hybrid), or a :class:`SimulatedSearchEnv` (its engine).
         max_turns: search turns before the final answer turn (paper: 2).
         prefill: text that opens the assistant turn (``"<think>"`` by default; ``None`` for none); it belongs to
             the prompt ids.
