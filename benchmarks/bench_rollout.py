@@ -92,7 +92,7 @@ class GenerateMeter:
         model.generate = self  # TRL and the rollout call model.generate on this very object (single CPU process)
 
     def reset(self) -> None:
-        self.calls, self.steps, self.seconds = 0, 0, 0.0
+        self.calls, self.steps, self.row_steps, self.seconds = 0, 0, 0, 0.0
 
     def __call__(self, *args: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
         if self.hook is not None:
@@ -102,10 +102,16 @@ class GenerateMeter:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.steps += output.shape[1] - input_ids.shape[1]
+        self.row_steps += output.shape[0] * (output.shape[1] - input_ids.shape[1])
         return output
 
     def figures(self) -> dict:
-        return {"generate_calls": self.calls, "decode_steps": self.steps, "generate_seconds": round(self.seconds, 2)}
+        return {
+            "generate_calls": self.calls,
+            "decode_steps": self.steps,
+            "row_steps": self.row_steps,  # rows x steps: finished rows keep their slot until the batch ends
+            "generate_seconds": round(self.seconds, 2),
+        }
 
 
 class ForceTokens(LogitsProcessor):
@@ -157,6 +163,7 @@ def figures(wall: float, tokens_per_row: list[int], meter: GenerateMeter, engine
         "model_tokens_per_row_max": max(tokens_per_row),
         "tokens_per_s": round(tokens / model_seconds, 1),
         **meter.figures(),
+        "batch_utilisation": round(tokens / meter.row_steps, 3),
     }
 
 
@@ -345,7 +352,8 @@ def main() -> None:
                 "(a) gives a row that wrote no valid action a corrective observation and another turn (the paper's "
                 "protocol; invalid_actions counts them); in (c) a turn without a tool call ends the episode.",
                 "Both (a) and (c) generate each turn as one static batch that runs until its longest row stops, and "
-                "re-encode the whole context at every turn (no KV reuse across turns); decode_steps counts the steps.",
+                "re-encode the whole context at every turn (no KV reuse across turns); batch_utilisation = model "
+                "tokens / row_steps.",
                 "(c) asks for max_completion_length new tokens after a tool result and truncates afterwards; (a) caps "
                 "each turn at the longest remaining budget.",
                 "Model tokens exclude observations and tool results (env_mask / tool_mask = 0).",
