@@ -94,7 +94,9 @@ class SearchScriptArguments:
             "default: on for the embedded model, off otherwise (the paper does not use one)."
         },
     )
-    warm_start_steps: int = field(default=40, metadata={"help": "Optimisation steps of the warm start."})
+    warm_start_steps: int | None = field(
+        default=None, metadata={"help": "Optimisation steps of the warm start (default: warm_start's, 8)."}
+    )
     probe_samples: int = field(
         default=32, metadata={"help": "Held-out first turns sampled before and after training (0: skip)."}
     )
@@ -395,7 +397,7 @@ def train(
             tokenizer,
             data,
             output_dir=str(warm_dir),
-            max_steps=script_args.warm_start_steps,
+            **({"max_steps": script_args.warm_start_steps} if script_args.warm_start_steps else {}),
             prefill=script_args.prefill or None,
             seed=training_args.seed,
         )
