@@ -46,7 +46,7 @@ CPU_DEFAULTS: dict[str, Any] = {
     "max_steps": 4,
     "per_device_train_batch_size": 4,
     "num_generations": 4,
-    "max_completion_length": 256,
+    "max_completion_length": 512,  # two searches of three documents, thoughts and the answer
     "learning_rate": 5e-6,
     "beta": 0.001,  # the paper's KL coefficient
     "temperature": 1.0,
@@ -59,6 +59,9 @@ CPU_DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 """``GRPOConfig`` values the command uses unless a flag or the recipe sets them: small enough for two CPU cores."""
+
+CPU_ENGINE_DEFAULTS: dict[str, Any] = {"search_top_k": 3}
+"""Engine values of the CPU job: three documents per search (the paper's five) keep episodes short on CPU."""
 
 
 @dataclass
@@ -370,7 +373,7 @@ def train(
     from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start
 
     script_args = script_args or SearchScriptArguments()
-    engine_args = engine_args or EngineArguments()
+    engine_args = engine_args or EngineArguments(**CPU_ENGINE_DEFAULTS)
     curriculum_args = curriculum_args or CurriculumArguments()
     training_args = training_args or GRPOConfig(**CPU_DEFAULTS, use_cpu=not torch.cuda.is_available())
     model_args = model_args or ModelConfig()
@@ -493,7 +496,7 @@ def make_parser() -> Any:
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     parser = TrlParser((SearchScriptArguments, EngineArguments, CurriculumArguments, GRPOConfig, ModelConfig))
-    parser.set_defaults(**CPU_DEFAULTS, use_cpu=not torch.cuda.is_available())
+    parser.set_defaults(**CPU_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available())
     return parser
 
 
