@@ -8,7 +8,6 @@ reason in ``meta["shortfall"]``: a zero-score passage is an arbitrary one, not a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,20 +18,20 @@ import numpy as np
 
 from zerosearch_trl.engines.base import Document, SearchRequest, validate_top_k
 from zerosearch_trl.engines.corpus import (
-    CorpusError,
     Passage,
     corpus_digest,
     documents_from_hits,
     load_passages,
+    read_index_config,
     save_passages,
     with_shortfall,
+    write_index_config,
 )
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "zerosearch_bm25.json"
 PASSAGES_FILE = "passages.jsonl"
-_FORMAT = 1
 _AUTO_PROGRESS = 50_000  # passages from which a build shows progress bars by default
 
 
@@ -117,8 +116,8 @@ class BM25Engine:
         folder.mkdir(parents=True, exist_ok=True)
         self.retriever.save(folder, show_progress=False)
         save_passages(self.passages, folder / PASSAGES_FILE)
-        config = {"format": _FORMAT, "stopwords": self.stopwords, "passages": len(self.passages), "digest": self.digest}
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        config = {"stopwords": self.stopwords, "passages": len(self.passages), "digest": self.digest}
+        write_index_config(folder, CONFIG_FILE, config)
         return folder
 
     @classmethod
@@ -134,14 +133,7 @@ class BM25Engine:
             FileNotFoundError: ``folder`` holds no saved BM25 index.
         """
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"{folder} holds no BM25 index (no {CONFIG_FILE}); build one with "
-                "BM25Engine.from_corpus(path).save(folder)."
-            )
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        if config.get("format") != _FORMAT:
-            raise CorpusError(f"{folder}: index format {config.get('format')!r}, this version reads {_FORMAT}.")
+        config = read_index_config(folder, CONFIG_FILE, "BM25", "BM25Engine")
         retriever = bm25s.BM25.load(folder, load_corpus=False, mmap=mmap, show_progress=False)
         passages = load_passages(folder / PASSAGES_FILE)
         return cls(retriever, passages, top_k=top_k, stopwords=config["stopwords"], digest=config["digest"])

@@ -144,6 +144,35 @@ def save_passages(passages: Sequence[Passage], path: str | Path) -> Path:
     return path
 
 
+INDEX_FORMAT = 1
+"""Version of the saved-index layout that this release writes and reads (BM25 and dense alike)."""
+
+
+def write_index_config(folder: Path, config_file: str, config: Mapping[str, Any]) -> None:
+    """Write a saved index's JSON config (with :data:`INDEX_FORMAT`) into ``folder``."""
+    (folder / config_file).write_text(json.dumps({"format": INDEX_FORMAT, **config}, indent=2) + "\n")
+
+
+def read_index_config(folder: Path, config_file: str, kind: str, engine: str) -> dict[str, Any]:
+    """Read a saved index's config; clear errors for a folder without one or of another format.
+
+    Example:
+        >>> read_index_config(Path("/nowhere"), "zerosearch_bm25.json", "BM25", "BM25Engine")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: /nowhere holds no BM25 index (no zerosearch_bm25.json); build one with BM25Engine.from_corpus(path).save(folder).
+    """
+    if not (folder / config_file).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no {kind} index (no {config_file}); build one with "
+            f"{engine}.from_corpus(path).save(folder)."
+        )
+    config = json.loads((folder / config_file).read_text())
+    if config.get("format") != INDEX_FORMAT:
+        raise CorpusError(f"{folder}: index format {config.get('format')!r}, this version reads {INDEX_FORMAT}.")
+    return config
+
+
 def corpus_digest(passages: Sequence[Passage], *settings: Any) -> str:
     """A short hash of the passages and an index's settings, for cache keys and saved indexes."""
     h = hashlib.sha256(json.dumps(settings, default=str).encode())

@@ -19,13 +19,14 @@ import numpy as np
 
 from zerosearch_trl.engines.base import Document, SearchRequest, validate_top_k
 from zerosearch_trl.engines.corpus import (
-    CorpusError,
     Passage,
     corpus_digest,
     documents_from_hits,
     load_passages,
+    read_index_config,
     save_passages,
     with_shortfall,
+    write_index_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ Pooling = Literal["mean", "cls"]
 CONFIG_FILE = "zerosearch_dense.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 PASSAGES_FILE = "passages.jsonl"
-_FORMAT = 1
 _AUTO_PROGRESS = 5_000  # passages from which encoding shows a progress bar by default
 
 
@@ -254,7 +254,6 @@ class DenseEngine:
         np.save(folder / EMBEDDINGS_FILE, self.embeddings)
         save_passages(self.passages, folder / PASSAGES_FILE)
         config = {
-            "format": _FORMAT,
             "model": self.encoder.model_name,
             "pooling": self.encoder.pooling,
             "max_length": self.encoder.max_length,
@@ -262,7 +261,7 @@ class DenseEngine:
             "passage_prefix": self.passage_prefix,
             "digest": self.digest,
         }
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_index_config(folder, CONFIG_FILE, config)
         return folder
 
     @classmethod
@@ -290,14 +289,7 @@ class DenseEngine:
             FileNotFoundError: ``folder`` holds no saved dense index.
         """
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"{folder} holds no dense index (no {CONFIG_FILE}); build one with "
-                "DenseEngine.from_corpus(path).save(folder)."
-            )
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        if config.get("format") != _FORMAT:
-            raise CorpusError(f"{folder}: index format {config.get('format')!r}, this version reads {_FORMAT}.")
+        config = read_index_config(folder, CONFIG_FILE, "dense", "DenseEngine")
         encoder = SentenceEncoder(
             model if model is not None else config["model"],
             pooling=config["pooling"],
