@@ -48,3 +48,27 @@ class ScriptedGenerator:
         texts = self.script(prompts) if callable(self.script) else [self.script.pop(0) for _ in prompts]
         prefills = [p[-1]["content"] if p[-1]["role"] == "assistant" else "" for p in prompts]
         return [Generation(text=t[len(f) :] if t.startswith(f) else t) for t, f in zip(texts, prefills)]
+
+
+# A small passage corpus with one distinctive fact per passage, for the real-engine tests.
+PASSAGE_ROWS = [
+    {"id": "lyon", "title": "Lyon", "text": "Lyon is the third largest city of France, at the Rhone and Saone."},
+    {
+        "id": "kyoto",
+        "title": "Kyoto",
+        "text": "Kyoto was the imperial capital of Japan for more than a thousand years.",
+    },
+    {"id": "nile", "title": "Nile", "text": "The Nile flows north through Egypt into the Mediterranean Sea."},
+    {"id": "bach", "title": "Johann Sebastian Bach", "text": "Bach composed the Brandenburg Concertos in Leipzig."},
+    {
+        "id": "curie",
+        "title": "Marie Curie",
+        "text": "Curie won Nobel prizes in physics and chemistry for radioactivity.",
+    },
+    {
+        "id": "everest",
+        "title": "Mount Everest",
+        "text": "Everest, in the Himalayas, is the highest mountain above sea level.",
+    },
+    {"id": "python", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
+]

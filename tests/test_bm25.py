@@ -6,32 +6,13 @@ import json
 import datasets
 import pytest
 
+from helpers import PASSAGE_ROWS
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.corpus import NO_RESULTS_TEXT, CorpusError, load_passages
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 
-ROWS = [
-    {"id": "lyon", "title": "Lyon", "text": "Lyon is the third largest city of France, at the Rhone and Saone."},
-    {
-        "id": "kyoto",
-        "title": "Kyoto",
-        "text": "Kyoto was the imperial capital of Japan for more than a thousand years.",
-    },
-    {"id": "nile", "title": "Nile", "text": "The Nile flows north through Egypt into the Mediterranean Sea."},
-    {"id": "bach", "title": "Johann Sebastian Bach", "text": "Bach composed the Brandenburg Concertos in Leipzig."},
-    {
-        "id": "curie",
-        "title": "Marie Curie",
-        "text": "Curie won Nobel prizes in physics and chemistry for radioactivity.",
-    },
-    {
-        "id": "everest",
-        "title": "Mount Everest",
-        "text": "Everest, in the Himalayas, is the highest mountain above sea level.",
-    },
-    {"id": "python", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
-]
+ROWS = PASSAGE_ROWS
 DISTINCTIVE = {
     "third largest city of France": "lyon",
     "imperial capital Japan": "kyoto",

