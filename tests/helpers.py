@@ -72,3 +72,31 @@ PASSAGE_ROWS = [
     },
     {"id": "python", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
 ]
+
+
+def tiny_grpo_trainer(tokenizer, output_dir, reward_funcs, callbacks=(), **config):
+    """A real GRPOTrainer on a tiny random model over two plain-text prompts: 2 steps of 8 tokens on CPU."""
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    settings = {
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "report_to": "none",
+        "bf16": False,
+        "seed": 0,
+        **config,
+    }
+    return GRPOTrainer(
+        model=make_tiny_model(tokenizer),
+        reward_funcs=list(reward_funcs),
+        args=GRPOConfig(output_dir=str(output_dir), **settings),
+        train_dataset=datasets.Dataset.from_dict({"prompt": ["Where is Paris?", "Who wrote Hamlet?"] * 2}),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )

@@ -129,39 +129,16 @@ def test_bad_arguments(kwargs, match):
 
 @pytest.mark.slow
 def test_real_grpo_run_stops_early_on_nan_rewards(tmp_path, tokenizer):
-    import datasets
-    from trl import GRPOConfig, GRPOTrainer
-
-    from helpers import make_tiny_model
+    from helpers import tiny_grpo_trainer
 
     def broken_reward(completions, **kwargs):
         return [float("nan")] * len(completions)
 
     guard = TrainingGuardCallback(nan_reward="stop", all_truncated="off")
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=8,
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        report_to="none",
-        bf16=False,
-        seed=0,
-    )
-    trainer = GRPOTrainer(
-        model=make_tiny_model(tokenizer),
-        reward_funcs=[broken_reward],
-        args=args,
-        train_dataset=datasets.Dataset.from_dict({"prompt": ["Where is Paris?", "Who wrote Hamlet?"] * 2}),
-        processing_class=tokenizer,
-        callbacks=[guard],
-    )
+    trainer = tiny_grpo_trainer(tokenizer, tmp_path, [broken_reward], [guard])
     trainer.train()
 
-    assert trainer.state.global_step == 1 < args.max_steps
+    assert trainer.state.global_step == 1 < trainer.args.max_steps
     [event] = guard.events
     assert (event.guard, event.step, event.action, event.value) == ("nan_reward", 1, "stop", None)
     # TRL logs an all-NaN step's reward as None (null): that is what the guard saw.

@@ -204,36 +204,15 @@ def test_summary_lines(tmp_path):
 
 @pytest.mark.slow
 def test_real_grpo_run_writes_one_line_per_logged_step(tmp_path, tokenizer):
-    import datasets
-    from trl import GRPOConfig, GRPOTrainer
-
-    from helpers import make_tiny_model
+    from helpers import tiny_grpo_trainer
     from zerosearch_trl.guards import TrainingGuardCallback
 
     def length_reward(completions, **kwargs):
         return [len(completion) / 10 for completion in completions]
 
     guard = TrainingGuardCallback(patience=1)  # warn mode: fires on the tiny model's truncated completions
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=8,
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        report_to="none",
-        bf16=False,
-        seed=0,
-    )
-    trainer = GRPOTrainer(
-        model=make_tiny_model(tokenizer),
-        reward_funcs=[length_reward],
-        args=args,
-        train_dataset=datasets.Dataset.from_dict({"prompt": ["Where is Paris?", "Who wrote Hamlet?"] * 2}),
-        processing_class=tokenizer,
-        callbacks=[MetricsJsonlCallback(tmp_path / "metrics.jsonl"), guard],
+    trainer = tiny_grpo_trainer(
+        tokenizer, tmp_path, [length_reward], [MetricsJsonlCallback(tmp_path / "metrics.jsonl"), guard]
     )
     trainer.train()
 
