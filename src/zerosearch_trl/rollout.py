@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from zerosearch_trl.engines.base import SearchEngine, SearchRequest
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.environment import SimulatedSearchEnv, search_documents
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
@@ -59,6 +59,9 @@ class Episode:
     env_mask: list[int] = field(default_factory=list)
     logprobs: list[float | None] = field(default_factory=list)
     search_queries: list[str] = field(default_factory=list)
+    documents: list[list[Document]] = field(default_factory=list)
+    turns: int = 0
+    generation_errors: int = 0
     noisy_searches: int = 0
     invalid_actions: int = 0
     observation_tokens: int = 0
@@ -75,6 +78,15 @@ class Episode:
 
     def drop_last(self) -> None:
         del self.completion_ids[-1], self.env_mask[-1], self.logprobs[-1]
+
+
+GenerateIds = Callable[[list[list[int]], GenerationParams], "list[Generation] | None"]
+"""One batched generation from token ids (the policy's turn for every live row)."""
+
+
+def is_well_formed_episode(episode: Episode, tokenizer: Any) -> bool:
+    """Whether ``episode`` ended untruncated and follows the protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`)."""
+    return not episode.truncated and is_well_formed(tokenizer.decode(episode.completion_ids, skip_special_tokens=True))
 
 
 class SearchRollout:
@@ -141,9 +153,8 @@ class SearchRollout:
                 f"The search rollout needs max_completion_length >= 2 (room for a turn and the closing EOS), "
                 f"got {args.max_completion_length!r}; the paper's episodes fit in about 500 tokens."
             )
-        episodes = [self._start(prompt, tokenizer) for prompt in prompts]
+        episodes = [self.start_episode(prompt, tokenizer) for prompt in prompts]
         self._check_context(episodes, trainer)
-        self._eos_ids = eos_token_ids(trainer.model, tokenizer)
         unknown = sum(e.question is None for e in episodes)
         if unknown:
             logger.warning(
@@ -160,35 +171,20 @@ class SearchRollout:
             repetition_penalty=args.repetition_penalty,
             stop=STOP_STRINGS,
         )
-        eos_id = tokenizer.eos_token_id
         counters_before = _engine_counters(self.engine)
         backend = self._backend(trainer)
         self.have_logprobs = backend != "hf"
-        # In server mode every process takes part in each turn's gather, even with no live row of its own.
-        collective = backend == "server" and trainer.accelerator.num_processes > 1
-        for turn in range(self.max_turns + 1):
-            live = [e for e in episodes if not e.done]
-            if not live and not collective:
-                break
-            final_turn = turn == self.max_turns
-            generations = self._generate(trainer, tokenizer, live, params, args.max_completion_length, backend)
-            if generations is None:  # no live row on any process
-                break
-            searching: list[tuple[Episode, str]] = []
-            for episode, generation in zip(live, generations):
-                query = self._take_turn(episode, generation, final_turn, tokenizer, args.max_completion_length)
-                if query is not None:
-                    searching.append((episode, query))
-            if searching:
-                self._search(searching, tokenizer, args.max_completion_length)
-        for episode in episodes:
-            # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
-            if not episode.truncated and not (episode.completion_ids and episode.completion_ids[-1] in self._eos_ids):
-                episode.extend([eos_id], from_model=False)
-        well_formed = [
-            not e.truncated and is_well_formed(tokenizer.decode(e.completion_ids, skip_special_tokens=True))
-            for e in episodes
-        ]
+        self.play(
+            episodes,
+            lambda inputs, turn_params: self._generate(trainer, tokenizer, inputs, turn_params, backend),
+            params,
+            tokenizer,
+            args.max_completion_length,
+            eos_ids=eos_token_ids(trainer.model, tokenizer),
+            # In server mode every process takes part in each turn's gather, even with no live row of its own.
+            collective=backend == "server" and trainer.accelerator.num_processes > 1,
+        )
+        well_formed = [is_well_formed_episode(e, tokenizer) for e in episodes]
         self._log_metrics(trainer, episodes, well_formed, counters_before)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
@@ -202,7 +198,53 @@ class SearchRollout:
             "well_formed": well_formed,
         }
 
-    def _start(self, prompt: Any, tokenizer: Any) -> Episode:
+    def play(
+        self,
+        episodes: list[Episode],
+        generate: GenerateIds,
+        params: GenerationParams,
+        tokenizer: Any,
+        max_length: int,
+        *,
+        eos_ids: Iterable[int],
+        collective: bool = False,
+    ) -> None:
+        """Play ``episodes`` to their end, turn by turn; training and evaluation share this loop.
+
+        Args:
+            episodes: from :meth:`start_episode`; they are extended in place.
+            generate: one batched generation from token ids; ``None`` means that no process has a live row.
+            params: sampling parameters; each turn's budget is what the longest-lived row has left.
+            tokenizer: the policy's tokenizer (observations are tokenised with it).
+            max_length: completion budget in tokens, observations included (one is kept for the final EOS).
+            eos_ids: every token id that ends a generation.
+            collective: keep calling ``generate`` with no live rows (processes that generate together).
+        """
+        self._eos_ids = set(eos_ids)
+        for turn in range(self.max_turns + 1):
+            live = [e for e in episodes if not e.done]
+            if not live and not collective:
+                break
+            inputs = [e.prompt_ids + e.completion_ids for e in live]
+            budget = max((max_length - 1 - len(e.completion_ids) for e in live), default=1)
+            generations = generate(inputs, replace(params, max_new_tokens=max(budget, 1)))
+            if generations is None:  # no live row on any process
+                break
+            searching: list[tuple[Episode, str]] = []
+            for episode, generation in zip(live, generations):
+                query = self._take_turn(episode, generation, turn == self.max_turns, tokenizer, max_length)
+                if query is not None:
+                    searching.append((episode, query))
+            if searching:
+                self._search(searching, tokenizer, max_length)
+        eos_id = tokenizer.eos_token_id
+        for episode in episodes:
+            # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
+            if not episode.truncated and not (episode.completion_ids and episode.completion_ids[-1] in self._eos_ids):
+                episode.extend([eos_id], from_model=False)
+
+    def start_episode(self, prompt: Any, tokenizer: Any) -> Episode:
+        """A new episode for ``prompt`` (chat messages or text), with its registered question and gold answers."""
         if isinstance(prompt, str):
             text = prompt + (self.prefill or "")
         else:
@@ -242,18 +284,9 @@ class SearchRollout:
         return mode
 
     def _generate(
-        self,
-        trainer: Any,
-        tokenizer: Any,
-        live: list[Episode],
-        params: GenerationParams,
-        max_length: int,
-        backend: str = "hf",
+        self, trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams, backend: str
     ) -> list[Generation] | None:
-        """One batched generation for every live row (one token is kept in reserve for the final EOS)."""
-        inputs = [e.prompt_ids + e.completion_ids for e in live]
-        budget = max((max_length - 1 - len(e.completion_ids) for e in live), default=1)
-        params = replace(params, max_new_tokens=max(budget, 1))
+        """One batched generation for every live row, with the trainer's own backend."""
         if backend == "server":
             return self._generate_server(trainer, tokenizer, inputs, params)
         if backend == "colocate":
@@ -325,6 +358,8 @@ class SearchRollout:
     ) -> str | None:
         """Append the generated tokens; return the query to run, if the turn searched."""
         room = max_length - 1 - len(episode.completion_ids)
+        episode.turns += 1
+        episode.generation_errors += generation.finish_reason == "error"
         ids = list(generation.token_ids or [])
         logprobs = generation.logprobs[:room] if generation.logprobs is not None else None
         if self.have_logprobs and logprobs is None:  # TRL reads None as NaN: no importance-sampling correction
@@ -359,6 +394,7 @@ class SearchRollout:
         self.engine_failures += failed
         for (episode, query), documents in zip(searching, results):
             episode.search_queries.append(query)
+            episode.documents.append(list(documents))
             episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
             self._observe(episode, render_observation(documents), tokenizer, max_length)
 

@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 try:
@@ -36,14 +35,16 @@ try:
 except ImportError as error:  # an optional extra: say how to get it
     raise ImportError("Serving needs FastAPI and uvicorn: pip install 'zerosearch-trl[serve]'.") from error
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, validate_top_k
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.engines.corpus import join_contents
+from zerosearch_trl.engines.factory import EngineSettings, check_engine_settings
+from zerosearch_trl.engines.factory import make_engine as build_engine
 from zerosearch_trl.environment import search_documents
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("bm25", "dense", "simulated", "hybrid")
-REAL_ENGINES = ("bm25", "dense")
+"""What ``serve`` serves (a web API or another server can be reached directly)."""
 
 
 class RetrieveRequest(BaseModel):
@@ -224,81 +225,39 @@ class ServeConfig:
     log_level: str = field(default="info", metadata={"help": "uvicorn log level."})
 
 
+def engine_settings(config: ServeConfig) -> EngineSettings:
+    """The :class:`~zerosearch_trl.engines.factory.EngineSettings` that ``config`` describes."""
+    return EngineSettings(
+        engine=config.engine,
+        corpus=config.corpus,
+        save_index=config.save_index,
+        real_engine=config.real_engine,
+        real_prob=config.real_prob,
+        dense_model=config.dense_model,
+        top_k=config.top_k,
+        simulator_model=config.model,
+        simulator_backend=config.backend,
+        simulator_base_url=config.base_url,
+        prompt_format=config.prompt_format,
+        per_document=config.per_document,
+        noise_prob=config.noise_prob,
+        engine_seed=config.seed,
+    )
+
+
 def check_config(config: ServeConfig) -> None:
     """Raise a ValueError naming the first bad setting, before any index builds or model loads."""
     if config.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {config.engine!r}.")
-    validate_top_k(config.top_k)
     if config.max_concurrency < 1:
         raise ValueError(f"--max_concurrency must be >= 1, got {config.max_concurrency}.")
-    if config.real_engine not in REAL_ENGINES:
-        raise ValueError(f"--real_engine must be one of {', '.join(REAL_ENGINES)}, got {config.real_engine!r}.")
-    if not 0.0 <= config.real_prob <= 1.0:
-        raise ValueError(f"--real_prob must be in [0, 1], got {config.real_prob}.")
-    if config.corpus is not None and not Path(config.corpus).exists():
-        raise FileNotFoundError(f"--corpus {config.corpus} does not exist.")
-    if config.engine in ("simulated", "hybrid"):
-        from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-
-        SimulatedSearchEngine.check_settings(
-            top_k=config.top_k, noise_prob=config.noise_prob, prompt_format=config.prompt_format
-        )
+    check_engine_settings(engine_settings(config))
 
 
 def make_engine(config: ServeConfig) -> SearchEngine:
     """The engine that ``config`` describes (builds or loads the index, loads the simulator)."""
     check_config(config)
-    if config.engine in REAL_ENGINES:
-        return _real(config, config.engine)
-    simulated = _simulated(config)
-    if config.engine == "simulated":
-        return simulated
-    from zerosearch_trl.engines.hybrid import HybridEngine
-
-    return HybridEngine(_real(config, config.real_engine), simulated, real_prob=config.real_prob, seed=config.seed)
-
-
-def _real(config: ServeConfig, kind: str) -> SearchEngine:
-    """A BM25 or dense engine: a saved index loaded, or one built from the corpus (the demo corpus by default)."""
-    if kind == "dense":
-        from zerosearch_trl.engines.dense import DenseEngine as Engine
-
-        options = {"model": config.dense_model}
-    else:
-        from zerosearch_trl.engines.bm25 import BM25Engine as Engine
-
-        options = {}
-    if config.corpus and Engine.is_index(config.corpus):
-        return Engine.load(config.corpus, top_k=config.top_k, **options)
-    if config.corpus:
-        engine = Engine.from_corpus(config.corpus, top_k=config.top_k, **options)
-    else:
-        from zerosearch_trl.demo import make_demo_task
-
-        logger.info("No --corpus: serving %s over the generated demo corpus.", kind)
-        engine = Engine.from_corpus(make_demo_task(seed=config.seed).corpus, top_k=config.top_k, **options)
-    if config.save_index:
-        engine.save(config.save_index)
-        logger.info("Saved the %s index to %s (serve it next time with --corpus %s).", kind, *[config.save_index] * 2)
-    return engine
-
-
-def _simulated(config: ServeConfig) -> SearchEngine:
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
-    from zerosearch_trl.generation.factory import make_generator
-
-    backend = config.backend or ("openai" if config.base_url else "transformers")
-    per_document = config.per_document
-    if per_document is None:
-        per_document = default_per_document(backend, config.model)
-    return SimulatedSearchEngine(
-        make_generator(backend, model=config.model, base_url=config.base_url),
-        top_k=config.top_k,
-        noise_prob=config.noise_prob,
-        prompt_format=config.prompt_format,
-        per_document=per_document,
-        seed=config.seed,
-    )
+    return build_engine(engine_settings(config))
 
 
 def run_cli(argv: Sequence[str]) -> int:

@@ -1,0 +1,192 @@
+"""Build any search engine from plain settings: one place for ``serve``, ``eval`` and scripts.
+
+:class:`EngineSettings` is a dataclass (so TRL's ``TrlParser`` turns it into flags and YAML keys);
+:func:`check_engine_settings` validates it without loading anything, and :func:`make_engine` builds the engine:
+BM25 or dense over a corpus (a jsonl file, a saved index, or by default the package's generated demo corpus), the
+simulator (in-process transformers, an OpenAI-compatible server or vLLM), a web search API, a remote ``/retrieve``
+server, or a hybrid of a real engine and the simulator.
+
+Example:
+    >>> engine = make_engine(EngineSettings(engine="bm25", top_k=3))
+    >>> engine.name, engine.top_k
+    ('bm25', 3)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from zerosearch_trl.engines.base import SearchEngine, validate_top_k
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("simulated", "bm25", "dense", "web", "remote", "hybrid")
+REAL_ENGINES = ("bm25", "dense")
+"""The engines a hybrid can mix with the simulator."""
+
+
+@dataclass
+class EngineSettings:
+    """What :func:`make_engine` builds. Defaults: the paper's 5 documents, a prompt-only simulator.
+
+    Example:
+        >>> EngineSettings(engine="hybrid", real_engine="bm25", real_prob=0.3).real_prob
+        0.3
+    """
+
+    engine: str = field(default="simulated", metadata={"help": f"One of {', '.join(ENGINES)}."})
+    corpus: str | None = field(
+        default=None,
+        metadata={"help": "bm25/dense: a jsonl file of {id, title, text} or a saved index (default: the demo corpus)."},
+    )
+    save_index: str | None = field(default=None, metadata={"help": "Save the index built from --corpus here."})
+    real_engine: str = field(default="bm25", metadata={"help": "hybrid: the real engine, 'bm25' or 'dense'."})
+    real_prob: float = field(default=0.5, metadata={"help": "hybrid: share of requests the real engine answers."})
+    dense_model: str | None = field(
+        default=None, metadata={"help": "dense: encoder, hub id or folder (default: packaged all-MiniLM-L6-v2)."}
+    )
+    top_k: int = field(default=5, metadata={"help": "Documents per search (paper: 5)."})
+    simulator_model: str = field(default="default", metadata={"help": "Simulator: hub id, folder or 'default'."})
+    simulator_backend: str | None = field(
+        default=None,
+        metadata={"help": "Simulator: 'transformers', 'openai' or 'vllm' (default: openai with a base URL)."},
+    )
+    simulator_base_url: str | None = field(
+        default=None, metadata={"help": "Simulator: OpenAI-compatible server URL (key: env OPENAI_API_KEY)."}
+    )
+    prompt_format: str = field(
+        default="prompt_only", metadata={"help": "Simulator: 'prompt_only', or 'finetuned' for an SFT simulator."}
+    )
+    per_document: bool | None = field(
+        default=None, metadata={"help": "Simulator: one document per generation (default: on for the embedded model)."}
+    )
+    noise_prob: float = field(default=0.0, metadata={"help": "Simulator: share of requests answered noisy."})
+    search_url: str | None = field(
+        default=None, metadata={"help": "remote: the /retrieve URL of a Search-R1-style retrieval server."}
+    )
+    web_provider: str = field(default="serper", metadata={"help": "web: the search API (key from its env variable)."})
+    engine_seed: int = field(default=0, metadata={"help": "Seeds the simulator's and the hybrid's draws."})
+
+
+def check_engine_settings(settings: EngineSettings) -> None:
+    """Raise a ValueError (or FileNotFoundError) naming the first bad setting; nothing is built or loaded."""
+    if settings.engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}.")
+    validate_top_k(settings.top_k)
+    if settings.real_engine not in REAL_ENGINES:
+        raise ValueError(f"--real_engine must be one of {', '.join(REAL_ENGINES)}, got {settings.real_engine!r}.")
+    if not 0.0 <= settings.real_prob <= 1.0:
+        raise ValueError(f"--real_prob must be in [0, 1], got {settings.real_prob}.")
+    if settings.corpus is not None and not Path(settings.corpus).exists():
+        raise FileNotFoundError(f"--corpus {settings.corpus} does not exist: give a jsonl corpus or a saved index.")
+    if settings.engine == "remote" and not settings.search_url:
+        raise ValueError("--engine remote needs --search_url, e.g. http://127.0.0.1:8000/retrieve.")
+    if settings.engine == "web":
+        from zerosearch_trl.engines.web import PROVIDERS
+
+        if settings.web_provider not in PROVIDERS:
+            raise ValueError(f"--web_provider must be one of {', '.join(PROVIDERS)}, got {settings.web_provider!r}.")
+    if settings.engine in ("simulated", "hybrid"):
+        from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+        from zerosearch_trl.generation.factory import BACKENDS
+
+        backend = _simulator_backend(settings)
+        if backend not in BACKENDS:
+            raise ValueError(f"--simulator_backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+        if backend == "openai" and not settings.simulator_base_url:
+            raise ValueError("--simulator_backend openai needs --simulator_base_url, e.g. http://localhost:8000/v1.")
+        SimulatedSearchEngine.check_settings(
+            top_k=settings.top_k, noise_prob=settings.noise_prob, prompt_format=settings.prompt_format
+        )
+
+
+def make_engine(settings: EngineSettings) -> SearchEngine:
+    """The engine that ``settings`` describe: checked first, then built (index, simulator model, client).
+
+    Example:
+        >>> make_engine(EngineSettings(engine="remote", search_url="http://127.0.0.1:8000/retrieve")).name
+        'remote'
+    """
+    check_engine_settings(settings)
+    if settings.engine in REAL_ENGINES:
+        return _real(settings, settings.engine)
+    if settings.engine == "remote":
+        from zerosearch_trl.engines.remote import RemoteSearchEngine
+
+        return RemoteSearchEngine(settings.search_url, top_k=settings.top_k)
+    if settings.engine == "web":
+        from zerosearch_trl.engines.web import WebSearchEngine
+
+        return WebSearchEngine(settings.web_provider, top_k=settings.top_k)
+    simulated = _simulated(settings)
+    if settings.engine == "simulated":
+        return simulated
+    from zerosearch_trl.engines.hybrid import HybridEngine
+
+    real = _real(settings, settings.real_engine)
+    return HybridEngine(real, simulated, real_prob=settings.real_prob, seed=settings.engine_seed)
+
+
+def make_engines(settings: EngineSettings) -> dict[str, SearchEngine]:
+    """One engine per name of a comma-separated ``settings.engine`` (e.g. ``"simulated,bm25"``), by name.
+
+    Checks every name before building any, so a typo in the last one fails before the first loads a model.
+    """
+    names = [name.strip() for name in settings.engine.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--engine names no engine: got {settings.engine!r}; e.g. --engine simulated,bm25.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--engine names an engine twice: {settings.engine!r}.")
+    each = [replace(settings, engine=name) for name in names]
+    for one in each:
+        check_engine_settings(one)
+    return {one.engine: make_engine(one) for one in each}
+
+
+def _simulator_backend(settings: EngineSettings) -> str:
+    return settings.simulator_backend or ("openai" if settings.simulator_base_url else "transformers")
+
+
+def _real(settings: EngineSettings, kind: str) -> SearchEngine:
+    """A BM25 or dense engine: a saved index loaded, or one built from the corpus (the demo corpus by default)."""
+    if kind == "dense":
+        from zerosearch_trl.engines.dense import DenseEngine as Engine
+
+        options = {"model": settings.dense_model}
+    else:
+        from zerosearch_trl.engines.bm25 import BM25Engine as Engine
+
+        options = {}
+    if settings.corpus and Engine.is_index(settings.corpus):
+        return Engine.load(settings.corpus, top_k=settings.top_k, **options)
+    if settings.corpus:
+        engine = Engine.from_corpus(settings.corpus, top_k=settings.top_k, **options)
+    else:
+        from zerosearch_trl.demo import make_demo_task
+
+        logger.info("No --corpus: %s searches the generated demo corpus.", kind)
+        engine = Engine.from_corpus(make_demo_task(seed=settings.engine_seed).corpus, top_k=settings.top_k, **options)
+    if settings.save_index:
+        engine.save(settings.save_index)
+        logger.info("Saved the %s index to %s (load it next time with --corpus %s).", kind, *[settings.save_index] * 2)
+    return engine
+
+
+def _simulated(settings: EngineSettings) -> SearchEngine:
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
+    from zerosearch_trl.generation.factory import make_generator
+
+    backend = _simulator_backend(settings)
+    per_document = settings.per_document
+    if per_document is None:
+        per_document = default_per_document(backend, settings.simulator_model)
+    return SimulatedSearchEngine(
+        make_generator(backend, model=settings.simulator_model, base_url=settings.simulator_base_url),
+        top_k=settings.top_k,
+        noise_prob=settings.noise_prob,
+        prompt_format=settings.prompt_format,
+        per_document=per_document,
+        seed=settings.engine_seed,
+    )
