@@ -83,6 +83,30 @@ def test_simulated_engine_over_http_always_returns_top_k(server):
     assert engine.stats.generations >= 2
 
 
+def test_a_policy_served_over_http_is_evaluated_from_token_ids(server, tokenizer):
+    """evaluate() drives a policy behind an OpenAI-compatible server (ids sent as text, the reply re-tokenised)."""
+    import datasets
+
+    from helpers import PASSAGE_ROWS
+    from zerosearch_trl.engines.bm25 import BM25Engine
+    from zerosearch_trl.evaluation import evaluate
+
+    _, base_url = server
+    policy = OpenAIGenerator(base_url, tokenizer=tokenizer)
+    generation = policy.generate_ids([tokenizer("The capital")["input_ids"]], GenerationParams(max_new_tokens=5))[0]
+    assert generation.token_ids == tokenizer(generation.text, add_special_tokens=False)["input_ids"]
+    rows = datasets.Dataset.from_list(
+        [{"question": f"Where is Lyon {i}?", "golden_answers": ["France"]} for i in range(3)]
+    )
+    result = evaluate(
+        policy, {"toy": rows}, BM25Engine.from_corpus(PASSAGE_ROWS, top_k=2), tokenizer=tokenizer,
+        max_completion_length=16, batch_size=2, progress=False,
+    )  # fmt: skip
+    assert result.datasets["toy"]["n"] == 3 and result.datasets["toy"]["errors"] == 0
+    with pytest.raises(ValueError, match="tokenizer"):
+        OpenAIGenerator(base_url).generate_ids([[1, 2]], GenerationParams(max_new_tokens=2))
+
+
 def test_server_down_fails_at_first_call_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}/v1"
     generator = OpenAIGenerator(url, model="m", max_retries=0, timeout=5)

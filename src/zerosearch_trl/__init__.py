@@ -83,6 +83,11 @@ _EXPORTS: dict[str, str] = {
     "load_passages": "zerosearch_trl.engines",
     "background_server": "zerosearch_trl.serve",
     "create_app": "zerosearch_trl.serve",
+    "EngineSettings": "zerosearch_trl.engines.factory",
+    "make_engine": "zerosearch_trl.engines.factory",
+    "EvaluationResult": "zerosearch_trl.evaluation",
+    "evaluate": "zerosearch_trl.evaluation",
+    "write_evaluation": "zerosearch_trl.evaluation",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -130,7 +135,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         WebSearchError,
         load_passages,
     )
+    from zerosearch_trl.engines.factory import EngineSettings, make_engine
     from zerosearch_trl.environment import SimulatedSearchEnv
+    from zerosearch_trl.evaluation import EvaluationResult, evaluate, write_evaluation
     from zerosearch_trl.generation import (
         Generation,
         GenerationParams,

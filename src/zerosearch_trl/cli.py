@@ -185,6 +185,12 @@ def _run_train(argv: Sequence[str]) -> int:
     return run_cli(argv)
 
 
+def _run_eval(argv: Sequence[str]) -> int:
+    from zerosearch_trl.evaluation import run_cli
+
+    return run_cli(argv)
+
+
 def _run_serve(argv: Sequence[str]) -> int:
     from zerosearch_trl.serve import run_cli
 
@@ -193,6 +199,7 @@ def _run_serve(argv: Sequence[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_run_train, "GRPO with the search rollout, a simulated engine and a noise curriculum; writes a report"),
+    "eval": (_run_eval, "score an agent on QA sets with one or several engines, greedy, every row; writes a report"),
     "simulate": (_run_simulate, "print the documents the simulated search engine writes for a query"),
     "probe": (_run_probe, "share of well-formed search/answer actions a model writes with a given prompt"),
     "make-demo": (_run_make_demo, "write the generated fictional QA task and its corpus to a folder"),

@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from zerosearch_trl.report import add_to_logs, attach_first
+
 logger = logging.getLogger(__name__)
 
 NOISE_P_KEY = "curriculum/noise_p"
@@ -484,10 +486,7 @@ class CurriculumCallback(TrainerCallback, ExportableState):
             >>> trainer = GRPOTrainer(..., report_to="wandb")  # doctest: +SKIP
             >>> CurriculumCallback(engine).attach(trainer)  # doctest: +SKIP
         """
-        callbacks = trainer.callback_handler.callbacks
-        if self in callbacks:
-            callbacks.remove(self)
-        callbacks.insert(0, self)
+        attach_first(trainer, self)
         return self
 
     def _apply(self, state: TrainerState) -> None:
@@ -526,10 +525,7 @@ class CurriculumCallback(TrainerCallback, ExportableState):
             self.schedule.observe(float(logs[REWARD_KEY]))
         if self.current_p is None:
             return
-        logs[NOISE_P_KEY] = self.current_p
-        # Trainer.log appends a copy of logs to log_history before it calls on_log.
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].setdefault(NOISE_P_KEY, self.current_p)
+        add_to_logs(state, logs, {NOISE_P_KEY: self.current_p}, overwrite=False)
 
     def state(self) -> dict[str, Any]:
         """The ``ExportableState`` that ``Trainer`` writes into each checkpoint's ``trainer_state.json``."""

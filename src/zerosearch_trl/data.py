@@ -105,6 +105,8 @@ def _read(source: str | os.PathLike | datasets.Dataset, split: str | None) -> tu
     if path.suffix.lower() in _FILE_FORMATS:
         if not path.is_file():
             raise FileNotFoundError(f"QA file not found: {path}")
+        if path.stat().st_size == 0:
+            raise QADataError(f"{path}: the file is empty; it holds no rows (expected {_EXPECTED}).")
         try:
             loaded = datasets.load_dataset(_FILE_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
         except Exception as error:  # pyarrow/json raise many types; all mean "cannot parse this file"

@@ -164,7 +164,12 @@ def load_default_model(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedMo
     return load_model(default_model_path(), dtype=dtype)
 
 
+def is_default_model(name_or_path: str | os.PathLike | None) -> bool:
+    """Whether ``name_or_path`` means the embedded model (``None``, ``"default"``, ``"embedded"`` or its name)."""
+    return name_or_path is None or str(name_or_path) in DEFAULT_MODEL_ALIASES
+
+
 def _resolve(name_or_path: str | os.PathLike | None) -> str:
-    if name_or_path is None or str(name_or_path) in DEFAULT_MODEL_ALIASES:
+    if is_default_model(name_or_path):
         return str(default_model_path())
     return str(name_or_path)

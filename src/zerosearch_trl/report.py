@@ -71,6 +71,27 @@ SUMMARY_PATTERNS = (
 )
 
 
+def attach_first(trainer: Any, callback: TrainerCallback) -> None:
+    """Make ``callback`` the first of ``trainer``'s callbacks, so that what it adds to the logs in ``on_log``
+    reaches the ``report_to`` integrations and :class:`MetricsJsonlCallback`, which run after it."""
+    callbacks = trainer.callback_handler.callbacks
+    if callback in callbacks:
+        callbacks.remove(callback)
+    callbacks.insert(0, callback)
+
+
+def add_to_logs(state: TrainerState, logs: dict[str, Any], values: Mapping[str, Any], overwrite: bool = True) -> None:
+    """Add ``values`` to the ``logs`` an ``on_log`` callback receives, and to the step's ``log_history`` entry.
+
+    ``Trainer.log`` appends a copy of ``logs`` to ``state.log_history`` before it calls ``on_log``, so the copy is
+    updated too (``overwrite=False`` keeps keys the copy already has).
+    """
+    logs.update(values)
+    if state.log_history and state.log_history[-1].get("step") == state.global_step:
+        entry = state.log_history[-1]
+        entry.update(values if overwrite else {k: v for k, v in values.items() if k not in entry})
+
+
 class MetricsJsonlCallback(TrainerCallback):
     """Appends every logged step to a JSON-lines file: ``{"step": global_step, **logs}``, one line each.
 

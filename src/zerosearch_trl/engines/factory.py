@@ -129,10 +129,11 @@ def make_engine(settings: EngineSettings) -> SearchEngine:
     return HybridEngine(real, simulated, real_prob=settings.real_prob, seed=settings.engine_seed)
 
 
-def make_engines(settings: EngineSettings) -> dict[str, SearchEngine]:
-    """One engine per name of a comma-separated ``settings.engine`` (e.g. ``"simulated,bm25"``), by name.
+def split_engine_settings(settings: EngineSettings) -> list[EngineSettings]:
+    """One checked copy of ``settings`` per name of a comma-separated ``settings.engine`` (``"simulated,bm25"``).
 
-    Checks every name before building any, so a typo in the last one fails before the first loads a model.
+    Every name is checked before any engine is built, so a typo in the last one fails before the first loads a
+    model.
     """
     names = [name.strip() for name in settings.engine.split(",") if name.strip()]
     if not names:
@@ -142,7 +143,12 @@ def make_engines(settings: EngineSettings) -> dict[str, SearchEngine]:
     each = [replace(settings, engine=name) for name in names]
     for one in each:
         check_engine_settings(one)
-    return {one.engine: make_engine(one) for one in each}
+    return each
+
+
+def make_engines(settings: EngineSettings) -> dict[str, SearchEngine]:
+    """The engines of a comma-separated ``settings.engine``, by name (see :func:`split_engine_settings`)."""
+    return {one.engine: make_engine(one) for one in split_engine_settings(settings)}
 
 
 def _simulator_backend(settings: EngineSettings) -> str:

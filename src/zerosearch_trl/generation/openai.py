@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
@@ -36,6 +37,8 @@ class OpenAIGenerator:
         max_concurrency: requests in flight at once.
         timeout: seconds per request.
         max_retries: retries per request (the ``openai`` client backs off exponentially between them).
+        tokenizer: the served model's tokenizer; only :meth:`generate_ids` needs it (a policy served over HTTP,
+            e.g. for evaluation).
 
     Example:
         >>> # in a shell: vllm serve Qwen/Qwen2.5-3B-Instruct --port 8000
@@ -53,6 +56,7 @@ class OpenAIGenerator:
         max_concurrency: int = 8,
         timeout: float = 120.0,
         max_retries: int = 3,
+        tokenizer: Any = None,
     ) -> None:
         try:
             import openai
@@ -77,6 +81,7 @@ class OpenAIGenerator:
             max_retries=max_retries,
         )
         self._answered = False
+        self.tokenizer = tokenizer
 
     @property
     def fingerprint(self) -> str:
@@ -106,6 +111,23 @@ class OpenAIGenerator:
                 generations.append(Generation(text="", finish_reason="error"))
             else:
                 generations.append(outcome)
+        return generations
+
+    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        """Continue token ids: sent as their decoded text to ``/v1/completions``, the reply tokenised back.
+
+        The round trip through text is exact for the prompt but may split the reply into other tokens than the
+        server sampled, so use it where tokens are not trained on (evaluation), not for a policy's rollouts.
+
+        Raises:
+            ValueError: the generator was built without ``tokenizer``.
+        """
+        if self.tokenizer is None:
+            raise ValueError("generate_ids needs the served model's tokenizer: OpenAIGenerator(..., tokenizer=tok).")
+        texts = [self.tokenizer.decode(list(ids), skip_special_tokens=False) for ids in input_ids]
+        generations = self.generate(texts, params)
+        for generation in generations:
+            generation.token_ids = self.tokenizer(generation.text, add_special_tokens=False)["input_ids"]
         return generations
 
     def _one(self, prompt: Prompt, params: GenerationParams) -> Generation | Exception:

@@ -1,0 +1,46 @@
+"""engines.factory: one settings-to-engine path for serve, eval and scripts (real BM25 index, real HTTP client)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import PASSAGE_ROWS
+from zerosearch_trl.engines.base import SearchRequest
+from zerosearch_trl.engines.factory import EngineSettings, make_engine, make_engines, split_engine_settings
+
+
+def test_bm25_over_a_corpus_file_saved_and_loaded_back(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in PASSAGE_ROWS))
+    index = tmp_path / "index"
+    built = make_engine(EngineSettings(engine="bm25", corpus=str(corpus), save_index=str(index), top_k=2))
+    loaded = make_engine(EngineSettings(engine="bm25", corpus=str(index), top_k=2))
+    request = [SearchRequest("imperial capital of Japan")]
+    assert built.search(request)[0][0].title == loaded.search(request)[0][0].title == "Kyoto"
+
+
+def test_several_engines_by_name_and_a_remote_client():
+    engines = make_engines(EngineSettings(engine="bm25, remote", search_url="http://127.0.0.1:9/retrieve", top_k=3))
+    assert list(engines) == ["bm25", "remote"]
+    assert engines["bm25"].top_k == engines["remote"].top_k == 3  # bm25 over the generated demo corpus
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (EngineSettings(engine="bm25,google"), "--engine must be one of"),
+        (EngineSettings(engine="bm25,bm25"), "twice"),
+        (EngineSettings(engine=" , "), "names no engine"),
+        (EngineSettings(engine="remote"), "--search_url"),
+        (EngineSettings(engine="web", web_provider="altavista"), "--web_provider"),
+        (EngineSettings(engine="hybrid", real_engine="web"), "--real_engine"),
+        (EngineSettings(engine="simulated", simulator_backend="openai"), "--simulator_base_url"),
+        (EngineSettings(engine="simulated", noise_prob=1.5), "noise"),
+        (EngineSettings(engine="bm25", corpus="/no/such/corpus.jsonl"), "does not exist"),
+    ],
+)
+def test_bad_settings_fail_before_anything_is_built(settings, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        split_engine_settings(settings)
