@@ -58,6 +58,8 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path, default_model_dir):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(REPO_ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "before:" in outputs and "after: " in outputs and "curriculum/noise_p" in outputs

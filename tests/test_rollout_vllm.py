@@ -227,3 +227,33 @@ def test_grpo_step_through_the_colocate_path_uses_the_logprobs(stand_in_vllm, to
     assert step["completions/clipped_ratio"] == 0.0 and 0.0 < step["reward"] < 1.0
     # the rollout's logprobs are the policy's own (as vLLM's would be, up to numerics): the ratio is ~1
     assert step["sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_evaluate_drives_a_vllm_policy_like_the_hf_path(stand_in_vllm, tokenizer):
+    """evaluate() with a VLLMGenerator policy (the stand-in LLM) scores the scripted answers exactly."""
+    from zerosearch_trl.evaluation import evaluate
+    from zerosearch_trl.generation.vllm import VLLMGenerator
+
+    policy = ScriptedVLLM(tokenizer)
+    result = evaluate(
+        VLLMGenerator(StandInLLM(policy)), {"toy": qa_dataset(QUESTIONS)}, RecordingEngine(), tokenizer=tokenizer,
+        prompt_style="one_shot", max_completion_length=400, batch_size=3, progress=False,
+    )  # fmt: skip
+    rows = {row["question"]: row for row in result.predictions}
+    assert result.datasets["toy"]["n"] == 4 and max(policy.calls) == 3
+    assert rows["Where is Alpha?"]["exact_match"] == 1.0 and rows["Where is Alpha?"]["searches"] == ["alpha place"]
+    assert rows["Where is Beta?"]["exact_match"] == 1.0 and rows["Where is Beta?"]["searches"] == []
+    hf = {q: row["prediction"] for q, row in zip(QUESTIONS, _hf_predictions(tokenizer))}
+    assert {q: row["prediction"] for q, row in rows.items()} == hf  # same episodes as the in-process HF path
+
+
+def _hf_predictions(tokenizer):
+    from zerosearch_trl.evaluation import evaluate
+
+    model = make_tiny_model(tokenizer)
+    model.generate = scripted_generate(tokenizer)
+    result = evaluate(
+        model, {"toy": qa_dataset(QUESTIONS)}, RecordingEngine(), tokenizer=tokenizer, prompt_style="one_shot",
+        max_completion_length=400, batch_size=4, progress=False,
+    )  # fmt: skip
+    return result.predictions
