@@ -91,7 +91,11 @@ def test_cli_run_trains_with_the_curriculum_and_writes_everything(tmp_path, tiny
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["warm_start"] is False
     assert set(summary["first_turn_shares"]["start"]) == {"search", "answer", "invalid"}
-    assert "Held-out first turns that search" in capsys.readouterr().out
+    # the held-out questions are scored greedily at the start and the end, every row
+    assert list(summary["heldout"]) == ["0", "2"] and summary["heldout"]["2"]["n"] == 4
+    assert "heldout/f1" in steps[-1] and "heldout/f1" not in steps[0]
+    printed = capsys.readouterr().out
+    assert "Held-out first turns that search" in printed and "held-out, greedy, 4 questions" in printed
 
 
 @pytest.mark.slow

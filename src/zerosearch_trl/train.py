@@ -103,6 +103,15 @@ class SearchScriptArguments:
     probe_samples: int = field(
         default=32, metadata={"help": "Held-out first turns sampled before and after training (0: skip)."}
     )
+    heldout_eval: bool = field(
+        default=True,
+        metadata={
+            "help": "Score the held-out questions (greedy, every row, noise-free simulator) at the start and the end."
+        },
+    )
+    heldout_eval_steps: int | None = field(
+        default=None, metadata={"help": "Also score them every N steps (default: start and end only)."}
+    )
 
 
 @dataclass
@@ -203,22 +212,16 @@ def resolve_rewards(names: Sequence[str]) -> list[Callable[..., list[float]]]:
     return functions
 
 
-def _is_default_model(name: str | None) -> bool:
-    from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
-
-    return name is None or name in DEFAULT_MODEL_ALIASES
-
-
 def check_lora_targets(model_name: str | None, target_modules: Sequence[str] | str | None) -> None:
     """Fail, before any weights load, when a LoRA target names no module of the model (built on the meta device)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from zerosearch_trl.models import default_model_path
+    from zerosearch_trl.models import default_model_path, is_default_model
 
     if not target_modules or target_modules == "all-linear" or target_modules == ["all-linear"]:
         return
-    source = default_model_path() if _is_default_model(model_name) else model_name
+    source = default_model_path() if is_default_model(model_name) else model_name
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
     leaves = {name.rsplit(".", 1)[-1] for name, _ in skeleton.named_modules()}
@@ -264,6 +267,10 @@ def check_config(
         raise ValueError(f"prompt_style must be 'zero_shot' or 'one_shot', got {script_args.prompt_style!r}.")
     if script_args.heldout_questions < 0 or script_args.probe_samples < 0:
         raise ValueError("heldout_questions and probe_samples must be >= 0.")
+    if script_args.heldout_eval_steps is not None and script_args.heldout_eval_steps < 1:
+        raise ValueError(
+            f"heldout_eval_steps must be >= 1 (or unset: start and end only), got {script_args.heldout_eval_steps}."
+        )
     if getattr(model_args, "use_peft", False):
         check_lora_targets(model_args.model_name_or_path, model_args.lora_target_modules)
     if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
@@ -366,8 +373,9 @@ def train(
     from zerosearch_trl.curriculum import CurriculumCallback
     from zerosearch_trl.engines.cache import SearchCache
     from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
+    from zerosearch_trl.evaluation import SearchEvalCallback
     from zerosearch_trl.guards import TrainingGuardCallback
-    from zerosearch_trl.models import load_model
+    from zerosearch_trl.models import is_default_model, load_model
     from zerosearch_trl.report import MetricsJsonlCallback, summary_lines, write_report
     from zerosearch_trl.rollout import make_search_rollout
     from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start
@@ -380,7 +388,7 @@ def train(
     check_config(script_args, engine_args, curriculum_args, training_args, model_args)
     started = time.monotonic()
 
-    default_model = _is_default_model(model_args.model_name_or_path)
+    default_model = is_default_model(model_args.model_name_or_path)
     style = script_args.prompt_style or ("one_shot" if default_model else "zero_shot")
     train_rows, heldout, task = load_training_data(script_args, style)
     output_dir = Path(training_args.output_dir)
@@ -417,18 +425,19 @@ def train(
         per_document = default_per_document(
             engine_args.simulator_backend, model_args.model_name_or_path if simulator == "policy" else simulator
         )
-    engine = SimulatedSearchEngine(
-        _simulator(engine_args, model_args),
-        top_k=engine_args.search_top_k,
-        words_per_doc=engine_args.words_per_doc,
-        temperature=engine_args.simulator_temperature,
-        leak_guard=engine_args.leak_guard,
-        prompt_format=engine_args.prompt_format,
-        per_document=per_document,
-        cache=SearchCache(path=engine_args.cache_path) if engine_args.cache_path else None,
-        seed=training_args.seed,
+    simulator = _simulator(engine_args, model_args)
+    engine_settings = {
+        "top_k": engine_args.search_top_k,
+        "words_per_doc": engine_args.words_per_doc,
+        "temperature": engine_args.simulator_temperature,
+        "leak_guard": engine_args.leak_guard,
+        "prompt_format": engine_args.prompt_format,
+        "per_document": per_document,
+        "seed": training_args.seed,
         **({"max_new_tokens": engine_args.simulator_max_new_tokens} if engine_args.simulator_max_new_tokens else {}),
-    )
+    }
+    cache = SearchCache(path=engine_args.cache_path) if engine_args.cache_path else None
+    engine = SimulatedSearchEngine(simulator, cache=cache, **engine_settings)
     guard = TrainingGuardCallback()
     trainer = GRPOTrainer(
         model=model,
@@ -440,8 +449,20 @@ def train(
         peft_config=get_peft_config(model_args),
         callbacks=[guard],
     )
-    # The curriculum first, so that curriculum/noise_p is in the logs that report_to and metrics.jsonl see.
+    # Callbacks that add keys to the logs go first, so that report_to and metrics.jsonl see those keys.
     CurriculumCallback(engine, schedule_from_args(curriculum_args)).attach(trainer)
+    heldout_eval = None
+    if script_args.heldout_eval and len(heldout):
+        # Same simulator weights, its own engine: the curriculum's noise must not move the yardstick.
+        heldout_eval = SearchEvalCallback(
+            heldout,
+            SimulatedSearchEngine(simulator, **engine_settings),
+            eval_steps=script_args.heldout_eval_steps,
+            max_turns=script_args.max_turns,
+            prefill=script_args.prefill or None,
+            prompt_style=style,
+            max_completion_length=training_args.max_completion_length,
+        ).attach(trainer)
     trainer.add_callback(MetricsJsonlCallback(output_dir / "metrics.jsonl"))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
@@ -457,6 +478,7 @@ def train(
         "episodes_with_search": _first_and_last(history, "search/episodes_with_search"),
         "well_formed_episodes": _first_and_last(history, "search/well_formed_episodes"),
         "reward": _first_and_last(history, "reward"),
+        "heldout": {str(step): scores for step, scores in heldout_eval.history} if heldout_eval else None,
         "simulator": engine.stats.as_dict(),
         "guard_events": [str(event) for event in guard.events],
     }
@@ -471,6 +493,7 @@ def train(
         "held-out first turns that search (start / after warm start / end)": searching,
         "episodes that search (first step / last step)": _pair(summary["episodes_with_search"]),
         "well-formed episodes (first step / last step)": _pair(summary["well_formed_episodes"]),
+        **_heldout_lines(heldout_eval),
         "config": json.dumps(
             {"script": asdict(script_args), "engine": asdict(engine_args), "curriculum": asdict(curriculum_args)}
         ),
@@ -481,8 +504,22 @@ def train(
         for line in summary_lines(output_dir / "metrics.jsonl"):
             print(line)
         print(f"Held-out first turns that search (start / after warm start / end): {searching}")
+        for label, value in _heldout_lines(heldout_eval).items():
+            print(f"{label}: {value}")
         print(f"Model, metrics.jsonl and report.md are in {output_dir}")
     return summary
+
+
+def _heldout_lines(callback: Any) -> dict[str, str]:
+    """Report lines of the held-out evaluation: each metric from the first to the last evaluation."""
+    if callback is None or not callback.history:
+        return {}
+    (first_step, first), (last_step, last) = callback.history[0], callback.history[-1]
+    title = f"held-out, greedy, {first['n']} questions (step {first_step} / step {last_step})"
+    return {
+        f"{title}: {label}": _pair((first[key], last[key]))
+        for key, label in (("f1", "F1"), ("exact_match", "exact match"), ("mean_searches", "searches per question"))
+    }
 
 
 def _pair(values: tuple[Any, Any]) -> str:
