@@ -88,6 +88,12 @@ _EXPORTS: dict[str, str] = {
     "EvaluationResult": "zerosearch_trl.evaluation",
     "evaluate": "zerosearch_trl.evaluation",
     "write_evaluation": "zerosearch_trl.evaluation",
+    "SearchEvalCallback": "zerosearch_trl.evaluation",
+    "collect_simulator_data": "zerosearch_trl.simulator_sft",
+    "make_simulator_sft_dataset": "zerosearch_trl.simulator_sft",
+    "train_simulator": "zerosearch_trl.simulator_sft",
+    "check_simulator": "zerosearch_trl.simulator_check",
+    "write_simulator_check": "zerosearch_trl.simulator_check",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -137,7 +143,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     )
     from zerosearch_trl.engines.factory import EngineSettings, make_engine
     from zerosearch_trl.environment import SimulatedSearchEnv
-    from zerosearch_trl.evaluation import EvaluationResult, evaluate, write_evaluation
+    from zerosearch_trl.evaluation import EvaluationResult, SearchEvalCallback, evaluate, write_evaluation
     from zerosearch_trl.generation import (
         Generation,
         GenerationParams,
@@ -171,4 +177,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     )
     from zerosearch_trl.rollout import SearchRollout, make_search_rollout
     from zerosearch_trl.serve import background_server, create_app
+    from zerosearch_trl.simulator_check import check_simulator, write_simulator_check
+    from zerosearch_trl.simulator_sft import collect_simulator_data, make_simulator_sft_dataset, train_simulator
     from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start, well_formed_search_share

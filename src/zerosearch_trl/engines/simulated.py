@@ -36,7 +36,8 @@ _DOC_START = re.compile(
     r"^\s*(?:\*\*)?(?:(?:Doc(?:ument)?|Result)\s*#?\s*(\d+)|\[(\d+)\]|(\d+)[.)])\s*(?:\*\*)?\s*[:.\-]?\s*",
     re.IGNORECASE | re.MULTILINE,
 )
-_TITLE = re.compile(r"^\(?\s*Title:\s*(.*?)\s*\)\s*", re.IGNORECASE)
+# A title may hold one level of parentheses, as Wikipedia's do: "(Title: Mercury (planet)) text".
+_TITLE = re.compile(r"^\(?\s*Title:\s*((?:[^()]|\([^()]*\))*?)\s*\)\s*", re.IGNORECASE)
 
 
 def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
