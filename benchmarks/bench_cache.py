@@ -48,15 +48,18 @@ def main() -> None:
             assert disk.get(keys[i % len(keys)]) is not None
             disk_times.append(time.perf_counter() - start)
     miss, hit, disk_hit = statistics.median(miss_times), statistics.median(hit_times), statistics.median(disk_times)
-    write_result("cache_latency", {
-        "miss_median_s": round(miss, 4),
-        "memory_hit_median_s": hit,
-        "sqlite_hit_median_s": disk_hit,
-        "miss_over_memory_hit": round(miss / hit, 1),
-        "miss_over_sqlite_hit": round(miss / disk_hit, 1),
-        "cache_hits": cache.hits,
-        "target": "hit >= 1000x faster than miss",
-    })
+    write_result(
+        "cache_latency",
+        {
+            "miss_median_s": round(miss, 4),
+            "memory_hit_median_s": hit,
+            "sqlite_hit_median_s": disk_hit,
+            "miss_over_memory_hit": round(miss / hit, 1),
+            "miss_over_sqlite_hit": round(miss / disk_hit, 1),
+            "cache_hits": cache.hits,
+            "target": "hit >= 1000x faster than miss",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -41,19 +41,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--name", default="heldout_checkpoints")
+    parser.add_argument("--steps", default=None, help="Comma-separated steps to score (default: all found).")
     args = parser.parse_args()
+    wanted = {int(s) for s in args.steps.split(",")} if args.steps else None
 
     _, heldout, _ = load_training_data(SearchScriptArguments(), "one_shot")
     engine = make_engine(EngineSettings(engine="simulated", top_k=3))
+    metrics = [row for row in read_metrics(args.run_dir / "metrics.jsonl") if "reward" in row]
+    step_times = [row["step_time"] for row in metrics if row.get("step_time")]
     scores = {}
     for step, folder in checkpoints(args.run_dir):
+        if wanted is not None and step not in wanted:
+            continue
         result = evaluate(str(folder), {"heldout": heldout}, engine, prompt_style="one_shot", progress=False)
         overall = result.overall
         scores[step] = {k: overall[k] for k in ("n", "f1", "exact_match", "mean_searches", "well_formed", "answered")}
         scores[step]["seconds_per_question"] = overall["seconds_per_question"]
         print(step, scores[step], flush=True)
-    metrics = [row for row in read_metrics(args.run_dir / "metrics.jsonl") if "reward" in row]
-    step_times = [row["step_time"] for row in metrics if row.get("step_time")]
+        write_partial(args, heldout, scores, metrics, step_times)  # a run cut short still leaves its scores
+
+
+def write_partial(args, heldout, scores, metrics, step_times) -> None:
     write_result(
         args.name,
         {

@@ -50,7 +50,9 @@ def main() -> None:
                 if time.time() > deadline or server.poll() is not None:
                     raise RuntimeError("transformers serve did not start") from None
                 time.sleep(1)
-        prompts = [[{"role": "user", "content": f"Write one sentence about the number {i}."}] for i in range(args.requests)]
+        prompts = [
+            [{"role": "user", "content": f"Write one sentence about the number {i}."}] for i in range(args.requests)
+        ]
         params = GenerationParams(max_new_tokens=args.max_tokens, temperature=0.8, seed=0)
         OpenAIGenerator(f"http://127.0.0.1:{port}/v1").generate(prompts[:1], params)  # warm-up: loads the model
         results = {}
@@ -68,14 +70,17 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    write_result("openai_backend" + ("_cb" if args.continuous_batching else ""), {
-        "server": "transformers serve" + (" --continuous-batching" if args.continuous_batching else ""),
-        "model": "SmolLM2-135M-Instruct (embedded)",
-        "requests": args.requests,
-        "max_tokens": args.max_tokens,
-        "concurrency": results,
-        "speedup_8_over_1": round(results["8"]["requests_per_s"] / results["1"]["requests_per_s"], 2),
-    })
+    write_result(
+        "openai_backend" + ("_cb" if args.continuous_batching else ""),
+        {
+            "server": "transformers serve" + (" --continuous-batching" if args.continuous_batching else ""),
+            "model": "SmolLM2-135M-Instruct (embedded)",
+            "requests": args.requests,
+            "max_tokens": args.max_tokens,
+            "concurrency": results,
+            "speedup_8_over_1": round(results["8"]["requests_per_s"] / results["1"]["requests_per_s"], 2),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@ import time
 
 from common import write_result
 
-from zerosearch_trl import SearchRequest, SimulatedSearchEngine, TransformersGenerator, load_default_model, make_demo_task
+from zerosearch_trl import (
+    SearchRequest,
+    SimulatedSearchEngine,
+    TransformersGenerator,
+    load_default_model,
+    make_demo_task,
+)
 
 
 def run(engine: SimulatedSearchEngine, requests: list[SearchRequest], per_call: int) -> dict:
@@ -44,19 +50,25 @@ def main() -> None:
 
     def engine(batch_size: int) -> SimulatedSearchEngine:
         # Retries off: every configuration then does exactly top_k generations per request.
-        return SimulatedSearchEngine(TransformersGenerator(model, tokenizer, batch_size=batch_size),
-                                     per_document=True, max_retries=0, seed=0)
+        return SimulatedSearchEngine(
+            TransformersGenerator(model, tokenizer, batch_size=batch_size), per_document=True, max_retries=0, seed=0
+        )
 
     sequential = run(engine(1), requests[: args.sequential], per_call=1)
     batched = {str(n): run(engine(64), requests[:n], per_call=n) for n in args.batched}
-    write_result("simulator_throughput", {
-        "model": "SmolLM2-135M-Instruct (embedded)",
-        "mode": "per_document, top_k=5, max_retries=0",
-        "sequential": sequential,
-        "batched": batched,
-        "speedup_documents_per_s": {n: round(b["documents_per_s"] / sequential["documents_per_s"], 2) for n, b in batched.items()},
-        "target": "batched >= 5x sequential documents/s",
-    })
+    write_result(
+        "simulator_throughput",
+        {
+            "model": "SmolLM2-135M-Instruct (embedded)",
+            "mode": "per_document, top_k=5, max_retries=0",
+            "sequential": sequential,
+            "batched": batched,
+            "speedup_documents_per_s": {
+                n: round(b["documents_per_s"] / sequential["documents_per_s"], 2) for n, b in batched.items()
+            },
+            "target": "batched >= 5x sequential documents/s",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ def machine() -> dict:
 def write_result(name: str, result: dict) -> Path:
     """Write ``results/<name>.json`` with the machine description and a timestamp; print it too."""
     RESULTS.mkdir(exist_ok=True)
-    payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **result}
+    payload = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **result,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))

@@ -150,3 +150,36 @@ def test_check_simulator_on_a_tiny_model(tiny_model_dir):
     assert report["questions"] == 2
     assert all(0.0 <= report[k] <= 1.0 for k in ("useful_answer_rate", "noisy_leak_rate", "format_valid_rate"))
     assert not math.isnan(report["distinct_bigrams"])
+
+
+@pytest.mark.slow
+def test_cli_sft_then_check_on_collected_pairs(pairs, tiny_model_dir, tmp_path, capsys):
+    from zerosearch_trl.cli import main
+
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs.to_json(str(pairs_file), lines=True)
+    out = tmp_path / "simulator"
+    common = ["--top_k", "2", "--words_per_doc", "8"]
+    assert main(["sft-simulator", "--pairs", str(pairs_file), "--model", str(tiny_model_dir), "--output_dir", str(out),
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", *common]) == 0  # fmt: skip
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    questions = tmp_path / "heldout.jsonl"
+    qa_rows().to_json(str(questions), lines=True)
+    check = tmp_path / "check"
+    assert main(["check-simulator", "--model", str(out / "merged"), "--questions", str(questions), "--limit", "2",
+                 "--prompt_format", "finetuned", "--output_dir", str(check), *common]) == 0  # fmt: skip
+    report = json.loads((check / "simulator_check.json").read_text())
+    assert report["questions"] == 2 and report["prompt_format"] == "finetuned"
+    assert "noisy_leak_rate" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="already holds files"):
+        main(["sft-simulator", "--pairs", str(pairs_file), "--output_dir", str(out)])
+
+
+def test_cli_collection_that_finds_nothing_says_why(tiny_model_dir, tmp_path):
+    """A random tiny policy never writes a search: the collection stops with the reason, not an empty file."""
+    from zerosearch_trl.cli import main
+
+    with pytest.raises(ValueError, match="No \\(query, documents\\) pair"):
+        main(["collect-simulator-data", "--model", str(tiny_model_dir), "--limit", "2", "--top_k", "2",
+              "--output_dir", str(tmp_path / "data")])  # fmt: skip
+    assert not (tmp_path / "data" / "pairs.jsonl").exists()

@@ -191,6 +191,24 @@ def _run_eval(argv: Sequence[str]) -> int:
     return run_cli(argv)
 
 
+def _run_collect(argv: Sequence[str]) -> int:
+    from zerosearch_trl.simulator_sft import run_collect_cli
+
+    return run_collect_cli(argv)
+
+
+def _run_sft_simulator(argv: Sequence[str]) -> int:
+    from zerosearch_trl.simulator_sft import run_sft_cli
+
+    return run_sft_cli(argv)
+
+
+def _run_check_simulator(argv: Sequence[str]) -> int:
+    from zerosearch_trl.simulator_check import run_cli
+
+    return run_cli(argv)
+
+
 def _run_serve(argv: Sequence[str]) -> int:
     from zerosearch_trl.serve import run_cli
 
@@ -200,6 +218,12 @@ def _run_serve(argv: Sequence[str]) -> int:
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_run_train, "GRPO with the search rollout, a simulated engine and a noise curriculum; writes a report"),
     "eval": (_run_eval, "score an agent on QA sets with one or several engines, greedy, every row; writes a report"),
+    "collect-simulator-data": (
+        _run_collect,
+        "play QA questions against a real engine; keep labelled (query, documents)",
+    ),
+    "sft-simulator": (_run_sft_simulator, "fine-tune a simulator (SFTTrainer + LoRA/QLoRA) on collected pairs"),
+    "check-simulator": (_run_check_simulator, "score a simulator: useful-answer rate, noisy leak rate, format"),
     "simulate": (_run_simulate, "print the documents the simulated search engine writes for a query"),
     "probe": (_run_probe, "share of well-formed search/answer actions a model writes with a given prompt"),
     "make-demo": (_run_make_demo, "write the generated fictional QA task and its corpus to a folder"),
@@ -216,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"zerosearch-trl {__version__}\n\nusage: zerosearch-trl COMMAND [--help] [--config recipe.yaml] [options]\n\ncommands:"
         )
         for name, (_, summary) in COMMANDS.items():
-            print(f"  {name:<14}{summary}")
+            print(f"  {name:<24}{summary}")
         return 0
     if argv[0] in ("-V", "--version"):
         print(__version__)
