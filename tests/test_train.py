@@ -78,7 +78,7 @@ def test_dataset_without_gold_answers_is_named(tmp_path, monkeypatch, tiny_model
 @pytest.mark.slow
 def test_cli_run_trains_with_the_curriculum_and_writes_everything(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
-    assert main(tiny_args(tiny_model_dir, out)) == 0
+    assert main(tiny_args(tiny_model_dir, out, "--heldout_eval", "true")) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
