@@ -36,6 +36,7 @@ from transformers import TrainerCallback
 from zerosearch_trl.engines.base import SearchEngine
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.prompts import THINK_PREFILL, PromptStyle
+from zerosearch_trl.protocol import STOP_STRINGS
 from zerosearch_trl.report import add_to_logs, attach_first
 from zerosearch_trl.rewards import cover_exact_match, exact_match, extract_answer, f1_score
 
@@ -143,7 +144,7 @@ def evaluate(
     params = GenerationParams(
         max_new_tokens=max_completion_length,
         temperature=temperature,
-        stop=_stop_strings(),
+        stop=tuple(STOP_STRINGS),
         seed=seed if temperature > 0 else None,
     )
     total = sum(len(t) for t in tables.values()) * len(engines)
@@ -156,13 +157,12 @@ def evaluate(
             engine_rows: list[dict[str, Any]] = []
             for name, table in tables.items():
                 rollout = SearchRollout(search_engine, max_turns=max_turns, prefill=prefill, datasets=[table])
+                player = _Player(rollout, generate, params, tokenizer, max_completion_length, eos_ids)
                 started = time.monotonic()
                 rows: list[dict[str, Any]] = []
                 for start in range(0, len(table), batch_size):
                     batch = table.select(range(start, min(start + batch_size, len(table))))
-                    rows.extend(
-                        _play_batch(rollout, batch, generate, params, tokenizer, max_completion_length, eos_ids)
-                    )
+                    rows.extend(player.play_batch(batch))
                     bar.update(len(batch))
                 for row in rows:
                     row.update(engine=engine_name, dataset=name)
@@ -288,82 +288,76 @@ def write_evaluation(result: EvaluationResult, output_dir: str | os.PathLike[str
     return report
 
 
-def _play_batch(
-    rollout: Any,
-    batch: Any,
-    generate: Any,
-    params: GenerationParams,
-    tokenizer: Any,
-    max_length: int,
-    eos_ids: set[int],
-) -> list[dict[str, Any]]:
-    """Play one batch; if it fails, replay its rows one by one so that a bad row costs only itself."""
-    rows = list(batch)
-    try:
-        return _play(rollout, rows, generate, params, tokenizer, max_length, eos_ids)
-    except Exception as error:  # a backend failure must not drop the batch's rows
-        if len(rows) == 1:
-            logger.warning("Row %s failed (%s: %s); scored 0.", rows[0].get("id"), type(error).__name__, error)
-            return [_failed_row(rows[0], f"{type(error).__name__}: {error}")]
-        logger.warning("A batch of %d failed (%s); replaying its rows one by one.", len(rows), type(error).__name__)
-        return [
-            row
-            for one in range(len(rows))
-            for row in _play_batch(rollout, batch.select([one]), generate, params, tokenizer, max_length, eos_ids)
-        ]
+@dataclass
+class _Player:
+    """Plays and scores batches of QA rows with one rollout, policy and budget."""
+
+    rollout: Any
+    generate: Any
+    params: GenerationParams
+    tokenizer: Any
+    max_length: int
+    eos_ids: set[int]
+
+    def play_batch(self, batch: Any) -> list[dict[str, Any]]:
+        """Play one batch; if it fails, replay its rows one by one so that a bad row costs only itself."""
+        rows = list(batch)
+        try:
+            return self.play(rows)
+        except Exception as error:  # a backend failure must not drop the batch's rows
+            if len(rows) == 1:
+                logger.warning("Row %s failed (%s: %s); scored 0.", rows[0].get("id"), type(error).__name__, error)
+                return [_failed_row(rows[0], f"{type(error).__name__}: {error}")]
+            logger.warning("A batch of %d failed (%s); replaying its rows one by one.", len(rows), type(error).__name__)
+            return [row for one in range(len(rows)) for row in self.play_batch(batch.select([one]))]
+
+    def play(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from zerosearch_trl.rollout import is_well_formed_episode
+
+        episodes = [self.rollout.start_episode(row["prompt"], self.tokenizer) for row in rows]
+        self.rollout.play(episodes, self.generate, self.params, self.tokenizer, self.max_length, eos_ids=self.eos_ids)
+        scored = []
+        for row, episode in zip(rows, episodes):
+            text = self.tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
+            prediction = extract_answer(text)
+            golds = list(row["golden_answers"])
+            scored.append(
+                {
+                    **_row_identity(row),
+                    "prediction": prediction,
+                    "exact_match": exact_match(prediction, golds),
+                    "cover_em": cover_exact_match(prediction, golds),
+                    "f1": f1_score(prediction, golds),
+                    "answered": float(prediction is not None),
+                    "mean_searches": len(episode.search_queries),
+                    "mean_turns": episode.turns,
+                    "well_formed": float(is_well_formed_episode(episode, self.tokenizer)),
+                    "searches": list(episode.search_queries),
+                    "documents": [
+                        [{"title": d.title, "text": d.text, **_doc_meta(d.meta)} for d in documents]
+                        for documents in episode.documents
+                    ],
+                    "truncated": episode.truncated,
+                    "completion": text,
+                    "error": f"{episode.generation_errors} generation(s) failed" if episode.generation_errors else None,
+                }
+            )
+        return scored
 
 
-def _play(
-    rollout: Any,
-    rows: list[dict[str, Any]],
-    generate: Any,
-    params: GenerationParams,
-    tokenizer: Any,
-    max_length: int,
-    eos_ids: set[int],
-) -> list[dict[str, Any]]:
-    from zerosearch_trl.rollout import is_well_formed_episode
-
-    episodes = [rollout.start_episode(row["prompt"], tokenizer) for row in rows]
-    rollout.play(episodes, generate, params, tokenizer, max_length, eos_ids=eos_ids)
-    scored = []
-    for row, episode in zip(rows, episodes):
-        text = tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
-        prediction = extract_answer(text)
-        golds = list(row["golden_answers"])
-        scored.append(
-            {
-                "id": row["id"],
-                "data_source": row["data_source"],
-                "question": row["question"],
-                "golden_answers": golds,
-                "prediction": prediction,
-                "exact_match": exact_match(prediction, golds),
-                "cover_em": cover_exact_match(prediction, golds),
-                "f1": f1_score(prediction, golds),
-                "answered": float(prediction is not None),
-                "mean_searches": len(episode.search_queries),
-                "mean_turns": episode.turns,
-                "well_formed": float(is_well_formed_episode(episode, tokenizer)),
-                "searches": list(episode.search_queries),
-                "documents": [
-                    [{"title": d.title, "text": d.text, **_doc_meta(d.meta)} for d in documents]
-                    for documents in episode.documents
-                ],
-                "truncated": episode.truncated,
-                "completion": text,
-                "error": f"{episode.generation_errors} generation(s) failed" if episode.generation_errors else None,
-            }
-        )
-    return scored
-
-
-def _failed_row(row: Mapping[str, Any], error: str) -> dict[str, Any]:
+def _row_identity(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every scored row repeats from its QA row."""
     return {
         "id": row["id"],
         "data_source": row["data_source"],
         "question": row["question"],
         "golden_answers": list(row["golden_answers"]),
+    }
+
+
+def _failed_row(row: Mapping[str, Any], error: str) -> dict[str, Any]:
+    return {
+        **_row_identity(row),
         "prediction": None,
         **dict.fromkeys(("exact_match", "cover_em", "f1", "answered", "well_formed"), 0.0),
         "mean_searches": 0,
@@ -413,12 +407,6 @@ def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[
         f"evaluate cannot generate with a {type(model).__name__}: give a model folder or hub id, a transformers "
         "model, or a generator with generate_ids (VLLMGenerator, OpenAIGenerator with a tokenizer)."
     )
-
-
-def _stop_strings() -> tuple[str, ...]:
-    from zerosearch_trl.protocol import STOP_STRINGS
-
-    return tuple(STOP_STRINGS)
 
 
 def _is_local_path(model: Any) -> bool:
