@@ -27,6 +27,45 @@ def test_recipe_parses_with_every_key_known(recipe, monkeypatch):
         check_config(script, engine, curriculum, training, model)
 
 
+SIMULATOR_RECIPES = sorted((EXAMPLES / "recipes" / "simulator").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", SIMULATOR_RECIPES, ids=[r.stem for r in SIMULATOR_RECIPES])
+def test_simulator_recipe_parses_with_every_key_known(recipe):
+    from trl import TrlParser
+
+    from zerosearch_trl.engines.factory import EngineSettings, check_engine_settings
+    from zerosearch_trl.simulator_sft import CollectArguments, SimulatorSFTArguments
+
+    kinds = {"collect": [CollectArguments, EngineSettings], "sft": [SimulatorSFTArguments]}
+    parser = TrlParser(kinds[recipe.stem.split("_")[0]])
+    known = {action.dest for action in parser._actions}
+    assert set(yaml.safe_load(recipe.read_text())) <= known
+    parsed = parser.parse_args_and_config(["--config", str(recipe)])
+    if isinstance(parsed[0], CollectArguments):
+        assert parsed[0].model.startswith("Qwen/") and parsed[1].engine == "bm25" and parsed[1].top_k == 5
+        check_engine_settings(parsed[1])
+    else:
+        assert parsed[0].model.startswith("Qwen/") and parsed[0].merge and parsed[0].top_k == 5
+
+
+def test_simulator_recipes_cover_lora_and_qlora():
+    assert {r.stem for r in SIMULATOR_RECIPES} == {"collect_qwen2.5-3b", "sft_qwen2.5-3b_lora", "sft_qwen2.5-7b_qlora"}
+
+
+def test_qlora_recipe_on_cpu_fails_before_anything_loads(tmp_path):
+    import torch
+
+    from zerosearch_trl.simulator_sft import run_sft_cli
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the QLoRA recipe runs")
+    recipe = EXAMPLES / "recipes" / "simulator" / "sft_qwen2.5-7b_qlora.yaml"
+    # --pairs names no file: the QLoRA check must come first, before looking for data or a model.
+    with pytest.raises(ValueError, match="QLoRA .* needs a CUDA GPU"):
+        run_sft_cli(["--config", str(recipe), "--pairs", str(tmp_path / "none.jsonl"), "--output_dir", str(tmp_path)])
+
+
 def test_accelerate_configs_are_valid_yaml():
     configs = {p.stem: yaml.safe_load(p.read_text()) for p in (EXAMPLES / "accelerate").glob("*.yaml")}
     assert set(configs) == {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp"}

@@ -220,6 +220,20 @@ def make_simulator_sft_dataset(
     return hf_datasets.Dataset.from_list(out)
 
 
+def _check_sft_settings(load_in_4bit: bool, max_steps: int, learning_rate: float, lora_r: int) -> None:
+    import torch
+
+    if load_in_4bit and not torch.cuda.is_available():
+        raise ValueError(
+            "QLoRA (load_in_4bit=True) needs a CUDA GPU for bitsandbytes' 4-bit kernels; on CPU train a plain LoRA "
+            "(load_in_4bit=False)."
+        )
+    if max_steps < 1 or learning_rate <= 0 or lora_r < 1:
+        raise ValueError(
+            f"Need max_steps >= 1, learning_rate > 0, lora_r >= 1; got {max_steps}, {learning_rate}, {lora_r}."
+        )
+
+
 def train_simulator(
     model: Any,
     dataset: Any,
@@ -267,18 +281,10 @@ def train_simulator(
     """
     import torch
 
-    if load_in_4bit and not torch.cuda.is_available():
-        raise ValueError(
-            "QLoRA (load_in_4bit=True) needs a CUDA GPU for bitsandbytes' 4-bit kernels; on CPU train a plain LoRA "
-            "(load_in_4bit=False)."
-        )
+    _check_sft_settings(load_in_4bit, max_steps, learning_rate, lora_r)
     if len(dataset) == 0 or not {"prompt", "completion"} <= set(dataset.column_names):
         raise ValueError(
             "The SFT dataset must be non-empty with 'prompt' and 'completion' (make_simulator_sft_dataset)."
-        )
-    if max_steps < 1 or learning_rate <= 0 or lora_r < 1:
-        raise ValueError(
-            f"Need max_steps >= 1, learning_rate > 0, lora_r >= 1; got {max_steps}, {learning_rate}, {lora_r}."
         )
     out = Path(output_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -375,7 +381,12 @@ class SimulatorSFTArguments:
     max_steps: int = field(default=100, metadata={"help": "SFT optimisation steps."})
     learning_rate: float = field(default=2e-4, metadata={"help": "LoRA learning rate."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "SFT batch size."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimisation step."})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Recompute activations in backward: less memory, slower (default: TRL's, on)."}
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling (alpha / r multiplies the update)."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA (needs a CUDA GPU)."})
     merge: bool = field(default=True, metadata={"help": "Also write the merged model to output_dir/merged."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir that holds another run."})
@@ -404,6 +415,7 @@ def run_sft_cli(argv: Sequence[str]) -> int:
     from zerosearch_trl.engines.factory import EngineSettings
 
     (args,) = TrlParser([SimulatorSFTArguments]).parse_args_and_config(list(argv))
+    _check_sft_settings(args.load_in_4bit, args.max_steps, args.learning_rate, args.lora_r)
     out = Path(args.output_dir)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:  # before collecting or loading anything
         raise ValueError(f"{out} already holds files (another run?): choose a new --output_dir or pass --overwrite.")
@@ -434,10 +446,13 @@ def run_sft_cli(argv: Sequence[str]) -> int:
         learning_rate=args.learning_rate,
         per_device_train_batch_size=args.per_device_train_batch_size,
         lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
         load_in_4bit=args.load_in_4bit,
         merge=args.merge,
         overwrite=True,  # checked above, before the collection wrote into it
         report_to=args.report_to,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        **({} if args.gradient_checkpointing is None else {"gradient_checkpointing": args.gradient_checkpointing}),
     )
     print(f"Simulator trained on {len(sft)} rows: load it from {folder} with prompt_format='finetuned'.")
     return 0
