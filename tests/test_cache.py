@@ -7,6 +7,7 @@ import pytest
 from helpers import ScriptedGenerator
 from zerosearch_trl.engines.base import Document, SearchRequest
 from zerosearch_trl.engines.cache import CachedSearchEngine, SearchCache
+from zerosearch_trl.engines.hybrid import HybridEngine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 
 
@@ -103,6 +104,14 @@ def test_fallback_results_are_not_cached():
     assert engine.cache.hits == 0
 
 
-def test_wrapping_the_simulator_is_refused():
+def test_wrapping_an_engine_that_draws_per_request_is_refused():
+    simulated = SimulatedSearchEngine(ScriptedGenerator([]), top_k=2)
     with pytest.raises(ValueError, match="SimulatedSearchEngine\\(..., cache=SearchCache\\(\\)\\)"):
-        CachedSearchEngine(SimulatedSearchEngine(ScriptedGenerator([])))
+        CachedSearchEngine(simulated)
+    with pytest.raises(ValueError, match="draw of HybridEngine .* HybridEngine\\(CachedSearchEngine\\(real\\)"):
+        CachedSearchEngine(HybridEngine(CountingEngine(), simulated))
+    # The documented way round: the real part cached inside the hybrid.
+    hybrid = HybridEngine(CachedSearchEngine(CountingEngine()), simulated, real_prob=1.0)
+    hybrid.search([SearchRequest("q")])
+    hybrid.search([SearchRequest("q")])
+    assert hybrid.real.cache.hits == 1

@@ -107,10 +107,12 @@ class CachedSearchEngine:
     """
 
     def __init__(self, engine: SearchEngine, cache: SearchCache | None = None) -> None:
-        if callable(getattr(engine, "draw_modes", None)):
+        if getattr(engine, "draws_per_request", False):
             raise ValueError(
-                "CachedSearchEngine keys results by request only, which would freeze a simulated engine's "
-                "useful/noisy draw; give the simulator its own cache instead: SimulatedSearchEngine(..., cache=SearchCache())."
+                f"CachedSearchEngine keys results by request only, which would freeze the per-request draw of "
+                f"{type(engine).__name__} (useful/noisy, real/simulated). Cache the parts instead: "
+                "SimulatedSearchEngine(..., cache=SearchCache()) for the simulator, and for a hybrid "
+                "HybridEngine(CachedSearchEngine(real), SimulatedSearchEngine(..., cache=SearchCache()))."
             )
         self.engine = engine
         self.cache = cache if cache is not None else SearchCache()

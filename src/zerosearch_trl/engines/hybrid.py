@@ -76,6 +76,7 @@ class HybridEngine:
     """
 
     name = "hybrid"
+    draws_per_request = True  # real or simulated, drawn per request: a cache keyed by the request would freeze it
 
     def __init__(
         self,

@@ -155,6 +155,7 @@ class SimulatedSearchEngine:
     """
 
     name = "simulated"
+    draws_per_request = True  # the useful/noisy draw: a cache keyed by the request alone would freeze it
 
     def __init__(
         self,
