@@ -46,7 +46,7 @@ def main() -> None:
     wanted = {int(s) for s in args.steps.split(",")} if args.steps else None
 
     _, heldout, _ = load_training_data(SearchScriptArguments(), "one_shot")
-    engine = make_engine(EngineSettings(engine="simulated", top_k=3))
+    engine = make_engine(EngineSettings(engine="simulated", search_top_k=3))
     metrics = [row for row in read_metrics(args.run_dir / "metrics.jsonl") if "reward" in row]
     step_times = [row["step_time"] for row in metrics if row.get("step_time")]
     scores = {}

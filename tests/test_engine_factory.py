@@ -15,14 +15,16 @@ def test_bm25_over_a_corpus_file_saved_and_loaded_back(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(row) + "\n" for row in PASSAGE_ROWS))
     index = tmp_path / "index"
-    built = make_engine(EngineSettings(engine="bm25", corpus=str(corpus), save_index=str(index), top_k=2))
-    loaded = make_engine(EngineSettings(engine="bm25", corpus=str(index), top_k=2))
+    built = make_engine(EngineSettings(engine="bm25", corpus=str(corpus), save_index=str(index), search_top_k=2))
+    loaded = make_engine(EngineSettings(engine="bm25", corpus=str(index), search_top_k=2))
     request = [SearchRequest("imperial capital of Japan")]
     assert built.search(request)[0][0].title == loaded.search(request)[0][0].title == "Kyoto"
 
 
 def test_several_engines_by_name_and_a_remote_client():
-    engines = make_engines(EngineSettings(engine="bm25, remote", search_url="http://127.0.0.1:9/retrieve", top_k=3))
+    engines = make_engines(
+        EngineSettings(engine="bm25, remote", search_url="http://127.0.0.1:9/retrieve", search_top_k=3)
+    )
     assert list(engines) == ["bm25", "remote"]
     assert engines["bm25"].top_k == engines["remote"].top_k == 3  # bm25 over the generated demo corpus
 

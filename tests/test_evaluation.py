@@ -179,7 +179,7 @@ def test_cli_on_the_shared_qa_samples_with_a_real_bm25_engine(shared_data, tiny_
             "--datasets", f"{qa / 'nq.sample.jsonl'},{qa / 'musique.verl-format.sample.parquet'}",
             "--engine", "bm25",
             "--corpus", str(corpus),
-            "--top_k", "2",
+            "--search_top_k", "2",
             "--limit", "3",
             "--batch_size", "2",
             "--max_completion_length", "24",

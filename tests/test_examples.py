@@ -43,7 +43,7 @@ def test_simulator_recipe_parses_with_every_key_known(recipe):
     assert set(yaml.safe_load(recipe.read_text())) <= known
     parsed = parser.parse_args_and_config(["--config", str(recipe)])
     if isinstance(parsed[0], CollectArguments):
-        assert parsed[0].model.startswith("Qwen/") and parsed[1].engine == "bm25" and parsed[1].top_k == 5
+        assert parsed[0].model.startswith("Qwen/") and parsed[1].engine == "bm25" and parsed[1].search_top_k == 5
         check_engine_settings(parsed[1])
     else:
         assert parsed[0].model.startswith("Qwen/") and parsed[0].merge and parsed[0].top_k == 5

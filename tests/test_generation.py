@@ -22,6 +22,33 @@ def test_seeded_sampling_is_repeatable(tiny_model, tokenizer):
     ]
 
 
+def test_threads_get_the_same_seeded_samples_as_sequential_calls(tiny_model, tokenizer):
+    """serve runs engine calls in a thread pool: concurrent seeded calls must not interleave torch's global RNG."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    generator = TransformersGenerator(tiny_model, tokenizer)
+    jobs = [([f"question {i}"] * 2, GenerationParams(max_new_tokens=12, temperature=1.0, seed=i)) for i in range(8)]
+    sequential = [[g.token_ids for g in generator.generate(*job)] for job in jobs]
+    original, active, overlaps = tiny_model.generate, [], []
+
+    def watched(*args, **kwargs):
+        active.append(1)
+        overlaps.append(len(active))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            active.pop()
+
+    tiny_model.generate = watched
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(lambda job: [g.token_ids for g in generator.generate(*job)], jobs))
+    finally:
+        del tiny_model.generate
+    assert threaded == sequential
+    assert max(overlaps) == 1 and len(overlaps) == len(jobs)
+
+
 def test_chat_prompts_use_the_chat_template(tiny_model, tokenizer):
     rendered = TransformersGenerator(tiny_model, tokenizer).render([{"role": "user", "content": "hello"}])
     assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")

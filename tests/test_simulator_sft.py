@@ -180,6 +180,6 @@ def test_cli_collection_that_finds_nothing_says_why(tiny_model_dir, tmp_path):
     from zerosearch_trl.cli import main
 
     with pytest.raises(ValueError, match="No \\(query, documents\\) pair"):
-        main(["collect-simulator-data", "--model", str(tiny_model_dir), "--limit", "2", "--top_k", "2",
+        main(["collect-simulator-data", "--model", str(tiny_model_dir), "--limit", "2", "--search_top_k", "2",
               "--output_dir", str(tmp_path / "data")])  # fmt: skip
     assert not (tmp_path / "data" / "pairs.jsonl").exists()

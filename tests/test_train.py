@@ -50,7 +50,8 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--rewards", "f2"], "Unknown reward 'f2'"),
         (["--rewards", "no_such_module:reward"], "Cannot import the reward"),
         (["--search_top_k", "0"], "top_k"),
-        (["--engine", "bing"], "Unknown engine 'bing'"),
+        (["--noise_prob", "0.2"], "the curriculum sets the noise probability"),
+        (["--engine", "bing"], "--engine must be one of .* got .bing."),
         (["--simulator_backend", "openai"], "needs --simulator_base_url"),
         (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
         (["--per_device_train_batch_size", "6", "--num_generations", "4"], "divisible by num_generations \\(4\\)"),
@@ -126,3 +127,32 @@ def test_lora_run_saves_an_adapter_and_keeps_the_base(tmp_path, tiny_model_dir):
     assert adapter and all("lora_" in name for name in adapter)
     assert not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+
+
+def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_the_index(tiny_model_dir):
+    from trl import ModelConfig
+
+    from zerosearch_trl.engines.hybrid import HybridEngine
+    from zerosearch_trl.train import EngineArguments, _engines
+
+    settings = EngineArguments(engine="hybrid", real_prob=0.5, search_top_k=2, simulator_batch_size=4)
+    engine, heldout = _engines(settings, ModelConfig(model_name_or_path=str(tiny_model_dir)))
+    assert isinstance(engine, HybridEngine) and isinstance(heldout, HybridEngine) and heldout is not engine
+    assert heldout.real is engine.real  # one BM25 index, built once
+    assert heldout.simulated.generator is engine.simulated.generator  # one copy of the simulator's weights
+    assert engine.simulated.generator.model.name_or_path == str(tiny_model_dir)  # 'policy': the initial policy
+    engine.noise_prob = 0.5  # what the curriculum does
+    assert heldout.noise_prob == 0.0 and heldout.real_prob == engine.real_prob == 0.5
+
+
+@pytest.mark.slow
+def test_training_against_bm25_runs_without_a_curriculum(tmp_path, tiny_model_dir, caplog):
+    out = tmp_path / "bm25"
+    with caplog.at_level("WARNING"):
+        assert main(tiny_args(tiny_model_dir, out, "--engine", "bm25", "--max_steps", "1", "--probe_samples", "0")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["engine"] == {"name": "bm25", "stats": None}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1]
+    assert not any("curriculum/noise_p" in r for r in rows)
+    assert "the noise curriculum is off" in caplog.text

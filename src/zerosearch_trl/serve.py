@@ -234,7 +234,7 @@ def engine_settings(config: ServeConfig) -> EngineSettings:
         real_engine=config.real_engine,
         real_prob=config.real_prob,
         dense_model=config.dense_model,
-        top_k=config.top_k,
+        search_top_k=config.top_k,
         simulator_model=config.model,
         simulator_backend=config.backend,
         simulator_base_url=config.base_url,

@@ -431,7 +431,7 @@ def run_sft_cli(argv: Sequence[str]) -> int:
     else:  # the documented default: the embedded policy against BM25 over the generated demo corpus
         logger.info("No --pairs: collecting them first (embedded policy, BM25 over the demo corpus).")
         collect_args = CollectArguments(output_dir=str(out / "pairs-collected"))
-        pairs = _collect(collect_args, EngineSettings(engine="bm25", top_k=args.top_k))
+        pairs = _collect(collect_args, EngineSettings(engine="bm25", search_top_k=args.top_k))
     sft = make_simulator_sft_dataset(
         pairs,
         labelling=args.labelling,

@@ -1,5 +1,9 @@
 """The main job: GRPO with the multi-turn search rollout against a simulated engine, a noise curriculum and a report.
 
+Any engine of :func:`~zerosearch_trl.make_engine` can stand in for the simulator (``--engine bm25|dense|hybrid|
+remote|web``): a hybrid mixes real and simulated documents, and a real engine alone trains as Search-R1 does (no
+simulated documents, so the noise curriculum is off).
+
 ``zerosearch-trl train`` (or :func:`train` from Python) wires the library's parts into TRL's ``GRPOTrainer``:
 
 1. every setting is checked first (schedule, rewards, engine, LoRA targets, dataset gold answers), so that a bad
@@ -26,9 +30,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from zerosearch_trl.engines.factory import EngineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -116,35 +122,20 @@ class SearchScriptArguments:
 
 
 @dataclass
-class EngineArguments:
-    """The search engine the policy trains against."""
+class EngineArguments(EngineSettings):
+    """The search engine the policy trains against: every :class:`~zerosearch_trl.EngineSettings` field (the
+    simulator by default), the simulator being by default a frozen copy of the initial policy. The curriculum sets
+    the simulator's noise probability, so ``noise_prob`` must stay 0 here.
 
-    engine: str = field(default="simulated", metadata={"help": "'simulated' (real engines arrive with `serve`)."})
+    Example:
+        >>> EngineArguments(engine="hybrid", real_prob=0.3).simulator_model
+        'policy'
+    """
+
     simulator_model: str = field(
         default="policy",
         metadata={"help": "'policy' (a frozen copy of the initial policy), 'default' (embedded), a hub id or folder."},
     )
-    simulator_backend: str = field(
-        default="transformers", metadata={"help": "'transformers' (in process), 'openai' (a server) or 'vllm'."}
-    )
-    simulator_base_url: str | None = field(
-        default=None, metadata={"help": "OpenAI-compatible server of the simulator (key: env OPENAI_API_KEY)."}
-    )
-    prompt_format: str = field(
-        default="prompt_only", metadata={"help": "'prompt_only', or 'finetuned' for a simulator from sft-simulator."}
-    )
-    search_top_k: int = field(default=5, metadata={"help": "Documents per search (paper: 5)."})
-    words_per_doc: int = field(default=30, metadata={"help": "Words per simulated document (paper: 30)."})
-    simulator_temperature: float = field(default=0.8, metadata={"help": "Simulator sampling temperature."})
-    simulator_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Simulator budget per generation (default: the engine's)."}
-    )
-    per_document: bool | None = field(
-        default=None, metadata={"help": "One document per generation (default: on for the embedded model)."}
-    )
-    leak_guard: str = field(default="regenerate", metadata={"help": "'regenerate', 'redact' or 'off'."})
-    simulator_batch_size: int = field(default=64, metadata={"help": "Prompts per in-process simulator call."})
-    cache_path: str | None = field(default=None, metadata={"help": "SQLite file that caches simulator results."})
 
 
 @dataclass
@@ -244,24 +235,16 @@ def check_config(
     model_args: Any,
 ) -> None:
     """Every check that needs no model weights; :func:`train` runs it first."""
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+    from zerosearch_trl.engines.factory import check_engine_settings
 
-    if engine_args.engine != "simulated":
-        raise ValueError(f"Unknown engine {engine_args.engine!r}: the train command supports 'simulated' for now.")
+    check_engine_settings(engine_args)
+    if engine_args.noise_prob:
+        raise ValueError(
+            f"--noise_prob {engine_args.noise_prob}: during training the curriculum sets the noise probability; "
+            "for a fixed one use --schedule constant --noise_start P --noise_end P."
+        )
     schedule_from_args(curriculum_args)
     resolve_rewards(script_args.rewards)
-    SimulatedSearchEngine.check_settings(
-        top_k=engine_args.search_top_k,
-        words_per_doc=engine_args.words_per_doc,
-        prompt_format=engine_args.prompt_format,
-        leak_guard=engine_args.leak_guard,
-    )
-    if engine_args.simulator_backend not in ("transformers", "openai", "vllm"):
-        raise ValueError(
-            f"Unknown simulator_backend {engine_args.simulator_backend!r}: use transformers, openai or vllm."
-        )
-    if engine_args.simulator_backend == "openai" and not engine_args.simulator_base_url:
-        raise ValueError("simulator_backend 'openai' needs --simulator_base_url (e.g. http://localhost:8000/v1).")
     if script_args.max_turns < 0:
         raise ValueError(f"max_turns must be >= 0, got {script_args.max_turns}.")
     if script_args.prompt_style not in (None, "zero_shot", "one_shot"):
@@ -308,19 +291,22 @@ def load_training_data(script_args: SearchScriptArguments, prompt_style: str) ->
     return train_rows, heldout, task
 
 
-def _simulator(engine_args: EngineArguments, model_args: Any) -> Any:
-    """The simulator's text generator: by default a frozen copy of the initial policy, loaded on its own."""
-    from zerosearch_trl.generation.factory import make_generator
+def _engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, Any]:
+    """``(engine, heldout_engine)``: the engine the policy trains against, and the yardstick of the held-out
+    evaluation: the same settings without noise or cache, sharing the simulator's weights (and a hybrid's real
+    engine); a real engine serves both as it is."""
+    from zerosearch_trl.engines.factory import make_engine, make_simulator
 
-    model = engine_args.simulator_model
-    if model == "policy":
-        model = model_args.model_name_or_path or "default"
-    return make_generator(
-        engine_args.simulator_backend,
-        model=model,
-        base_url=engine_args.simulator_base_url,
-        batch_size=engine_args.simulator_batch_size,
-    )
+    settings = engine_args
+    if settings.simulator_model == "policy":  # a frozen copy of the initial policy, loaded on its own
+        settings = replace(settings, simulator_model=model_args.model_name_or_path or "default")
+    if settings.engine not in ("simulated", "hybrid"):
+        engine = make_engine(settings)
+        return engine, engine
+    simulator = make_simulator(settings)
+    engine = make_engine(settings, simulator=simulator)
+    heldout = make_engine(replace(settings, cache_path=None), simulator=simulator, real=getattr(engine, "real", None))
+    return engine, heldout
 
 
 def _probe(model: Any, tokenizer: Any, questions: Sequence[str], script_args: SearchScriptArguments, style: str):
@@ -357,7 +343,7 @@ def train(
 
     Args:
         script_args: data, prompt, rewards, warm start (:class:`SearchScriptArguments`).
-        engine_args: the simulated engine (:class:`EngineArguments`).
+        engine_args: the engine, the simulator by default (:class:`EngineArguments`).
         curriculum_args: the noise schedule (:class:`CurriculumArguments`).
         training_args: a ``trl.GRPOConfig``; default: :data:`CPU_DEFAULTS`.
         model_args: a ``trl.ModelConfig`` (model, dtype, LoRA/QLoRA); default: the embedded model, no LoRA.
@@ -372,8 +358,6 @@ def train(
     from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
     from zerosearch_trl.curriculum import CurriculumCallback
-    from zerosearch_trl.engines.cache import SearchCache
-    from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
     from zerosearch_trl.evaluation import SearchEvalCallback
     from zerosearch_trl.guards import TrainingGuardCallback
     from zerosearch_trl.models import is_default_model, load_model
@@ -420,25 +404,7 @@ def train(
         model, tokenizer = load_model(warm_dir / "model", dtype=dtype or "auto")
     probe_after_warm_start = _probe(model, tokenizer, questions, script_args, style) if warm and not resuming else None
 
-    per_document = engine_args.per_document
-    if per_document is None:
-        simulator = engine_args.simulator_model
-        per_document = default_per_document(
-            engine_args.simulator_backend, model_args.model_name_or_path if simulator == "policy" else simulator
-        )
-    simulator = _simulator(engine_args, model_args)
-    engine_settings = {
-        "top_k": engine_args.search_top_k,
-        "words_per_doc": engine_args.words_per_doc,
-        "temperature": engine_args.simulator_temperature,
-        "leak_guard": engine_args.leak_guard,
-        "prompt_format": engine_args.prompt_format,
-        "per_document": per_document,
-        "seed": training_args.seed,
-        **({"max_new_tokens": engine_args.simulator_max_new_tokens} if engine_args.simulator_max_new_tokens else {}),
-    }
-    cache = SearchCache(path=engine_args.cache_path) if engine_args.cache_path else None
-    engine = SimulatedSearchEngine(simulator, cache=cache, **engine_settings)
+    engine, heldout_engine = _engines(engine_args, model_args)
     guard = TrainingGuardCallback()
     trainer = GRPOTrainer(
         model=model,
@@ -451,13 +417,16 @@ def train(
         callbacks=[guard],
     )
     # Callbacks that add keys to the logs go first, so that report_to and metrics.jsonl see those keys.
-    CurriculumCallback(engine, schedule_from_args(curriculum_args)).attach(trainer)
+    if hasattr(engine, "noise_prob"):
+        CurriculumCallback(engine, schedule_from_args(curriculum_args)).attach(trainer)
+    else:
+        logger.warning("The %s engine serves no simulated documents: the noise curriculum is off.", engine.name)
     heldout_eval = None
     if script_args.heldout_eval and len(heldout):
-        # Same simulator weights, its own engine: the curriculum's noise must not move the yardstick.
+        # Its own noise-free engine: the curriculum's noise must not move the yardstick.
         heldout_eval = SearchEvalCallback(
             heldout,
-            SimulatedSearchEngine(simulator, **engine_settings),
+            heldout_engine,
             eval_steps=script_args.heldout_eval_steps,
             max_turns=script_args.max_turns,
             prefill=script_args.prefill or None,
@@ -480,7 +449,7 @@ def train(
         "well_formed_episodes": _first_and_last(history, "search/well_formed_episodes"),
         "reward": _first_and_last(history, "reward"),
         "heldout": {str(step): scores for step, scores in heldout_eval.history} if heldout_eval else None,
-        "simulator": engine.stats.as_dict(),
+        "engine": {"name": engine.name, "stats": engine.stats.as_dict() if hasattr(engine, "stats") else None},
         "guard_events": [str(event) for event in guard.events],
     }
     searching = " / ".join(

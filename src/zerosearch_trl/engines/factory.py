@@ -7,7 +7,7 @@ simulator (in-process transformers, an OpenAI-compatible server or vLLM), a web 
 server, or a hybrid of a real engine and the simulator.
 
 Example:
-    >>> engine = make_engine(EngineSettings(engine="bm25", top_k=3))
+    >>> engine = make_engine(EngineSettings(engine="bm25", search_top_k=3))
     >>> engine.name, engine.top_k
     ('bm25', 3)
 """
@@ -17,8 +17,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zerosearch_trl.engines.base import SearchEngine, validate_top_k
+
+if TYPE_CHECKING:
+    from zerosearch_trl.engines.cache import SearchCache
+    from zerosearch_trl.generation.base import TextGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,9 @@ REAL_ENGINES = ("bm25", "dense")
 @dataclass
 class EngineSettings:
     """What :func:`make_engine` builds. Defaults: the paper's 5 documents, a prompt-only simulator.
+
+    ``search_top_k`` is not ``top_k`` because TRL's ``GRPOConfig`` has a ``top_k`` (the policy's sampling filter) and
+    ``zerosearch-trl train`` parses both into one set of flags.
 
     Example:
         >>> EngineSettings(engine="hybrid", real_engine="bm25", real_prob=0.3).real_prob
@@ -47,7 +55,7 @@ class EngineSettings:
     dense_model: str | None = field(
         default=None, metadata={"help": "dense: encoder, hub id or folder (default: packaged all-MiniLM-L6-v2)."}
     )
-    top_k: int = field(default=5, metadata={"help": "Documents per search (paper: 5)."})
+    search_top_k: int = field(default=5, metadata={"help": "Documents per search (paper: 5)."})
     simulator_model: str = field(default="default", metadata={"help": "Simulator: hub id, folder or 'default'."})
     simulator_backend: str | None = field(
         default=None,
@@ -63,6 +71,21 @@ class EngineSettings:
         default=None, metadata={"help": "Simulator: one document per generation (default: on for the embedded model)."}
     )
     noise_prob: float = field(default=0.0, metadata={"help": "Simulator: share of requests answered noisy."})
+    words_per_doc: int = field(default=30, metadata={"help": "Simulator: words per document (paper: 30)."})
+    simulator_temperature: float = field(default=0.8, metadata={"help": "Simulator: sampling temperature."})
+    simulator_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Simulator: token budget per generation (default: the engine's)."}
+    )
+    simulator_batch_size: int = field(default=64, metadata={"help": "Simulator: prompts per in-process call."})
+    leak_guard: str = field(
+        default="regenerate", metadata={"help": "Simulator: noisy documents stating the answer: regenerate/redact/off."}
+    )
+    cache_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file caching results across runs (simulator: per useful/noisy mode; real: per query)."
+        },
+    )
     search_url: str | None = field(
         default=None, metadata={"help": "remote: the /retrieve URL of a Search-R1-style retrieval server."}
     )
@@ -74,7 +97,7 @@ def check_engine_settings(settings: EngineSettings) -> None:
     """Raise a ValueError (or FileNotFoundError) naming the first bad setting; nothing is built or loaded."""
     if settings.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}.")
-    validate_top_k(settings.top_k)
+    validate_top_k(settings.search_top_k)
     if settings.real_engine not in REAL_ENGINES:
         raise ValueError(f"--real_engine must be one of {', '.join(REAL_ENGINES)}, got {settings.real_engine!r}.")
     if not 0.0 <= settings.real_prob <= 1.0:
@@ -98,35 +121,58 @@ def check_engine_settings(settings: EngineSettings) -> None:
         if backend == "openai" and not settings.simulator_base_url:
             raise ValueError("--simulator_backend openai needs --simulator_base_url, e.g. http://localhost:8000/v1.")
         SimulatedSearchEngine.check_settings(
-            top_k=settings.top_k, noise_prob=settings.noise_prob, prompt_format=settings.prompt_format
+            top_k=settings.search_top_k,
+            noise_prob=settings.noise_prob,
+            words_per_doc=settings.words_per_doc,
+            leak_guard=settings.leak_guard,
+            prompt_format=settings.prompt_format,
         )
+        if settings.simulator_batch_size < 1:
+            raise ValueError(f"--simulator_batch_size must be >= 1, got {settings.simulator_batch_size}.")
 
 
-def make_engine(settings: EngineSettings) -> SearchEngine:
+def make_engine(
+    settings: EngineSettings, *, simulator: TextGenerator | None = None, real: SearchEngine | None = None
+) -> SearchEngine:
     """The engine that ``settings`` describe: checked first, then built (index, simulator model, client).
+
+    Args:
+        settings: what to build.
+        simulator: an already built simulator generator to use instead of loading ``settings.simulator_model``
+            (two engines can share one model's weights).
+        real: hybrid only: an already built real engine to mix with the simulator instead of building one.
 
     Example:
         >>> make_engine(EngineSettings(engine="remote", search_url="http://127.0.0.1:8000/retrieve")).name
         'remote'
     """
     check_engine_settings(settings)
-    if settings.engine in REAL_ENGINES:
-        return _real(settings, settings.engine)
-    if settings.engine == "remote":
-        from zerosearch_trl.engines.remote import RemoteSearchEngine
+    cache = None
+    if settings.cache_path:
+        from zerosearch_trl.engines.cache import SearchCache
 
-        return RemoteSearchEngine(settings.search_url, top_k=settings.top_k)
-    if settings.engine == "web":
-        from zerosearch_trl.engines.web import WebSearchEngine
-
-        return WebSearchEngine(settings.web_provider, top_k=settings.top_k)
-    simulated = _simulated(settings)
+        cache = SearchCache(path=settings.cache_path)  # keys hold each engine's fingerprint: one file serves all
     if settings.engine == "simulated":
-        return simulated
+        return _simulated(settings, simulator, cache)
+    if settings.engine != "hybrid":
+        return _cached(_real(settings, settings.engine), cache)
     from zerosearch_trl.engines.hybrid import HybridEngine
 
-    real = _real(settings, settings.real_engine)
+    real = real if real is not None else _cached(_real(settings, settings.real_engine), cache)
+    simulated = _simulated(settings, simulator, cache)
     return HybridEngine(real, simulated, real_prob=settings.real_prob, seed=settings.engine_seed)
+
+
+def make_simulator(settings: EngineSettings) -> TextGenerator:
+    """The simulator's text generator that ``settings`` describe (model, backend, server, batch size)."""
+    from zerosearch_trl.generation.factory import make_generator
+
+    return make_generator(
+        _simulator_backend(settings),
+        model=settings.simulator_model,
+        base_url=settings.simulator_base_url,
+        batch_size=settings.simulator_batch_size,
+    )
 
 
 def split_engine_settings(settings: EngineSettings) -> list[EngineSettings]:
@@ -155,8 +201,25 @@ def _simulator_backend(settings: EngineSettings) -> str:
     return settings.simulator_backend or ("openai" if settings.simulator_base_url else "transformers")
 
 
+def _cached(engine: SearchEngine, cache: SearchCache | None) -> SearchEngine:
+    if cache is None:
+        return engine
+    from zerosearch_trl.engines.cache import CachedSearchEngine
+
+    return CachedSearchEngine(engine, cache)
+
+
 def _real(settings: EngineSettings, kind: str) -> SearchEngine:
-    """A BM25 or dense engine: a saved index loaded, or one built from the corpus (the demo corpus by default)."""
+    """A BM25 or dense engine (a saved index loaded, or one built from the corpus, the demo corpus by default), or a
+    client of a remote ``/retrieve`` server or a web search API."""
+    if kind == "remote":
+        from zerosearch_trl.engines.remote import RemoteSearchEngine
+
+        return RemoteSearchEngine(settings.search_url, top_k=settings.search_top_k)
+    if kind == "web":
+        from zerosearch_trl.engines.web import WebSearchEngine
+
+        return WebSearchEngine(settings.web_provider, top_k=settings.search_top_k)
     if kind == "dense":
         from zerosearch_trl.engines.dense import DenseEngine as Engine
 
@@ -166,33 +229,39 @@ def _real(settings: EngineSettings, kind: str) -> SearchEngine:
 
         options = {}
     if settings.corpus and Engine.is_index(settings.corpus):
-        return Engine.load(settings.corpus, top_k=settings.top_k, **options)
+        return Engine.load(settings.corpus, top_k=settings.search_top_k, **options)
     if settings.corpus:
-        engine = Engine.from_corpus(settings.corpus, top_k=settings.top_k, **options)
+        engine = Engine.from_corpus(settings.corpus, top_k=settings.search_top_k, **options)
     else:
         from zerosearch_trl.demo import make_demo_task
 
         logger.info("No --corpus: %s searches the generated demo corpus.", kind)
-        engine = Engine.from_corpus(make_demo_task(seed=settings.engine_seed).corpus, top_k=settings.top_k, **options)
+        engine = Engine.from_corpus(
+            make_demo_task(seed=settings.engine_seed).corpus, top_k=settings.search_top_k, **options
+        )
     if settings.save_index:
         engine.save(settings.save_index)
         logger.info("Saved the %s index to %s (load it next time with --corpus %s).", kind, *[settings.save_index] * 2)
     return engine
 
 
-def _simulated(settings: EngineSettings) -> SearchEngine:
+def _simulated(settings: EngineSettings, simulator: TextGenerator | None, cache: SearchCache | None) -> SearchEngine:
     from zerosearch_trl.engines.simulated import SimulatedSearchEngine, default_per_document
-    from zerosearch_trl.generation.factory import make_generator
 
-    backend = _simulator_backend(settings)
     per_document = settings.per_document
     if per_document is None:
-        per_document = default_per_document(backend, settings.simulator_model)
+        per_document = default_per_document(_simulator_backend(settings), settings.simulator_model)
+    budget = settings.simulator_max_new_tokens
     return SimulatedSearchEngine(
-        make_generator(backend, model=settings.simulator_model, base_url=settings.simulator_base_url),
-        top_k=settings.top_k,
+        simulator if simulator is not None else make_simulator(settings),
+        top_k=settings.search_top_k,
         noise_prob=settings.noise_prob,
+        words_per_doc=settings.words_per_doc,
+        temperature=settings.simulator_temperature,
+        leak_guard=settings.leak_guard,
         prompt_format=settings.prompt_format,
         per_document=per_document,
+        cache=cache,
         seed=settings.engine_seed,
+        **({"max_new_tokens": budget} if budget else {}),
     )
