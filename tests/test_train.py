@@ -51,6 +51,7 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--rewards", "no_such_module:reward"], "Cannot import the reward"),
         (["--search_top_k", "0"], "top_k"),
         (["--noise_prob", "0.2"], "the curriculum sets the noise probability"),
+        (["--algorithm", "ppo2"], "--algorithm must be one of grpo, reinforce, got 'ppo2'"),
         (["--engine", "bing"], "--engine must be one of .* got .bing."),
         (["--simulator_backend", "openai"], "needs --simulator_base_url"),
         (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
@@ -146,10 +147,12 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
 
 
 @pytest.mark.slow
-def test_training_against_bm25_runs_without_a_curriculum(tmp_path, tiny_model_dir, caplog):
+def test_reinforce_against_bm25_runs_without_a_curriculum(tmp_path, tiny_model_dir, caplog):
     out = tmp_path / "bm25"
+    flags = ["--engine", "bm25", "--algorithm", "reinforce", "--reinforce_baseline", "none"]
     with caplog.at_level("WARNING"):
-        assert main(tiny_args(tiny_model_dir, out, "--engine", "bm25", "--max_steps", "1", "--probe_samples", "0")) == 0
+        assert main(tiny_args(tiny_model_dir, out, *flags, "--max_steps", "1", "--probe_samples", "0")) == 0
+    assert "| algorithm | reinforce (baseline: none) |" in (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["engine"] == {"name": "bm25", "stats": None}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

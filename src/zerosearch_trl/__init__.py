@@ -94,6 +94,8 @@ _EXPORTS: dict[str, str] = {
     "train_simulator": "zerosearch_trl.simulator_sft",
     "check_simulator": "zerosearch_trl.simulator_check",
     "write_simulator_check": "zerosearch_trl.simulator_check",
+    "SearchReinforceConfig": "zerosearch_trl.reinforce",
+    "SearchReinforceTrainer": "zerosearch_trl.reinforce",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -153,6 +155,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         VLLMGenerator,
     )
     from zerosearch_trl.guards import TrainingGuardCallback
+    from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer
     from zerosearch_trl.models import (
         DEFAULT_MODEL_NAME,
         EmbeddedModelMissingError,

@@ -66,14 +66,24 @@ CPU_DEFAULTS: dict[str, Any] = {
 }
 """``GRPOConfig`` values the command uses unless a flag or the recipe sets them: small enough for two CPU cores."""
 
+ALGORITHMS = ("grpo", "reinforce")
+"""What ``--algorithm`` takes: TRL's ``GRPOTrainer``, or :class:`~zerosearch_trl.reinforce.SearchReinforceTrainer`."""
+
 CPU_ENGINE_DEFAULTS: dict[str, Any] = {"search_top_k": 3}
 """Engine values of the CPU job: three documents per search (the paper's five) keep episodes short on CPU."""
 
 
 @dataclass
 class SearchScriptArguments:
-    """What to train on and how episodes are played."""
+    """What to train on, with which algorithm, and how episodes are played."""
 
+    algorithm: str = field(
+        default="grpo",
+        metadata={
+            "help": "'grpo' (group-normalised advantages) or 'reinforce' (the episode reward as the advantage, "
+            "minus the batch mean unless --reinforce_baseline none)."
+        },
+    )
     dataset: str | None = field(
         default=None,
         metadata={"help": "QA file/folder/hub id (FlashRAG/veRL/HF layouts); default: the generated demo task."},
@@ -238,6 +248,8 @@ def check_config(
     from zerosearch_trl.engines.factory import check_engine_settings
 
     check_engine_settings(engine_args)
+    if script_args.algorithm not in ALGORITHMS:
+        raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {script_args.algorithm!r}.")
     if engine_args.noise_prob:
         raise ValueError(
             f"--noise_prob {engine_args.noise_prob}: during training the curriculum sets the noise probability; "
@@ -345,7 +357,8 @@ def train(
         script_args: data, prompt, rewards, warm start (:class:`SearchScriptArguments`).
         engine_args: the engine, the simulator by default (:class:`EngineArguments`).
         curriculum_args: the noise schedule (:class:`CurriculumArguments`).
-        training_args: a ``trl.GRPOConfig``; default: :data:`CPU_DEFAULTS`.
+        training_args: a ``trl.GRPOConfig`` (a :class:`~zerosearch_trl.reinforce.SearchReinforceConfig` to choose
+            the REINFORCE baseline); default: :data:`CPU_DEFAULTS`.
         model_args: a ``trl.ModelConfig`` (model, dtype, LoRA/QLoRA); default: the embedded model, no LoRA.
 
     Example:
@@ -406,7 +419,10 @@ def train(
 
     engine, heldout_engine = _engines(engine_args, model_args)
     guard = TrainingGuardCallback()
-    trainer = GRPOTrainer(
+    from zerosearch_trl.reinforce import SearchReinforceTrainer
+
+    trainer_class = SearchReinforceTrainer if script_args.algorithm == "reinforce" else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         processing_class=tokenizer,
         args=training_args,
@@ -456,8 +472,12 @@ def train(
         "-" if shares is None else f"{shares['search']:.2f}"
         for shares in (probe_start, probe_after_warm_start, probe_end)
     )
+    algorithm = script_args.algorithm
+    if algorithm == "reinforce":
+        algorithm += f" (baseline: {getattr(training_args, 'reinforce_baseline', 'batch_mean')})"
     extra = {
         "model": model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct",
+        "algorithm": algorithm,
         "dataset": script_args.dataset or f"demo task ({len(train_rows)} train / {len(heldout)} held-out questions)",
         "warm start": summary["warm_start"],
         "held-out first turns that search (start / after warm start / end)": searching,
@@ -500,9 +520,14 @@ def make_parser() -> Any:
     """TRL's parser over the job's five dataclasses, with :data:`CPU_DEFAULTS` as defaults (flags and a
     ``--config`` YAML recipe override them)."""
     import torch
-    from trl import GRPOConfig, ModelConfig, TrlParser
+    from trl import ModelConfig, TrlParser
 
-    parser = TrlParser((SearchScriptArguments, EngineArguments, CurriculumArguments, GRPOConfig, ModelConfig))
+    from zerosearch_trl.reinforce import SearchReinforceConfig
+
+    # SearchReinforceConfig is GRPOConfig plus --reinforce_baseline (read by --algorithm reinforce only).
+    parser = TrlParser(
+        (SearchScriptArguments, EngineArguments, CurriculumArguments, SearchReinforceConfig, ModelConfig)
+    )
     parser.set_defaults(**CPU_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available())
     return parser
 
