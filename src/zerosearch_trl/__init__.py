@@ -155,7 +155,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         VLLMGenerator,
     )
     from zerosearch_trl.guards import TrainingGuardCallback
-    from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer
     from zerosearch_trl.models import (
         DEFAULT_MODEL_NAME,
         EmbeddedModelMissingError,
@@ -166,6 +165,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     )
     from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
     from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
+    from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer
     from zerosearch_trl.report import MetricsJsonlCallback, write_report
     from zerosearch_trl.rewards import (
         cover_em_reward,
