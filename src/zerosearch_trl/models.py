@@ -112,7 +112,7 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None) -> PreTrainedT
     Args:
         name_or_path: hub id, local folder, or ``None``/``"default"`` for the embedded model.
     """
-    path = _resolve(name_or_path)
+    path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -143,7 +143,7 @@ def load_model(
         >>> import zerosearch_trl as zs
         >>> model, tokenizer = zs.load_model("Qwen/Qwen2.5-3B-Instruct", device_map="auto")  # doctest: +SKIP
     """
-    path = _resolve(name_or_path)
+    path = resolve_model_path(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map, **kwargs)
     tokenizer = load_tokenizer(path)
     if model.generation_config.pad_token_id is None:
@@ -169,7 +169,8 @@ def is_default_model(name_or_path: str | os.PathLike | None) -> bool:
     return name_or_path is None or str(name_or_path) in DEFAULT_MODEL_ALIASES
 
 
-def _resolve(name_or_path: str | os.PathLike | None) -> str:
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
+    """The folder or hub id to load: the embedded model's folder for its aliases, else ``name_or_path`` itself."""
     if is_default_model(name_or_path):
         return str(default_model_path())
     return str(name_or_path)

@@ -86,7 +86,23 @@ class SearchReinforceConfig(GRPOConfig):
         super().__post_init__()
 
 
-class SearchReinforceTrainer(GRPOTrainer):
+class EpisodeRewardTrainer(GRPOTrainer):
+    """A ``GRPOTrainer`` that keeps the episode rewards of the last generation batch, for subclasses that compute
+    their own advantages (:class:`SearchReinforceTrainer`, :class:`~zerosearch_trl.ppo.SearchPPOTrainer`)."""
+
+    def _calculate_rewards(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # TRL gathers the rewards of every process here and keeps no copy in what it returns: hold on to them.
+        self._rewards_per_func = super()._calculate_rewards(*args, **kwargs)
+        return self._rewards_per_func
+
+    def local_episode_rewards(self, n: int, baseline: str = "none") -> torch.Tensor:
+        """This process's ``n`` rows of :func:`reinforce_advantages` over the whole generation batch."""
+        rewards = reinforce_advantages(self._rewards_per_func, self.reward_weights, baseline)
+        start = self.accelerator.process_index * n  # rows are gathered in process order
+        return rewards[start : start + n]
+
+
+class SearchReinforceTrainer(EpisodeRewardTrainer):
     """``GRPOTrainer`` with REINFORCE advantages (see the module docstring); everything else is TRL's.
 
     Takes the same arguments as ``GRPOTrainer`` (``rollout_func=make_search_rollout(engine)``, reward functions,
@@ -102,16 +118,9 @@ class SearchReinforceTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "reinforce", "zerosearch-trl"]
 
-    def _calculate_rewards(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        # TRL gathers the rewards of every process here and keeps no copy in what it returns: hold on to them.
-        self._rewards_per_func = super()._calculate_rewards(*args, **kwargs)
-        return self._rewards_per_func
-
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         baseline = getattr(self.args, "reinforce_baseline", "batch_mean")
-        advantages = reinforce_advantages(self._rewards_per_func, self.reward_weights, baseline)
-        n = output["completion_ids"].size(0)  # this process's rows, in the gathered order
-        start = self.accelerator.process_index * n
-        output["advantages"] = advantages[start : start + n].to(output["advantages"].device)
+        advantages = self.local_episode_rewards(output["completion_ids"].size(0), baseline)
+        output["advantages"] = advantages.to(output["advantages"].device)
         return output
