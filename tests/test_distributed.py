@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-SCRIPT = Path(__file__).parent / "distributed" / "grpo_search_step.py"
+SCRIPT = Path(__file__).parent / "distributed" / "search_step.py"
 
 
 def free_port() -> int:
@@ -27,7 +27,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_grpo_step_with_search_rollout_on_two_processes(tmp_path, default_model_dir):
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce", "ppo"])
+def test_steps_with_search_rollout_on_two_processes(tmp_path, default_model_dir, algorithm):
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).parent),
@@ -36,7 +37,7 @@ def test_grpo_step_with_search_rollout_on_two_processes(tmp_path, default_model_
     }
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", str(free_port()), str(SCRIPT), str(tmp_path),
+        "--main_process_port", str(free_port()), str(SCRIPT), str(tmp_path), algorithm,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -44,6 +45,7 @@ def test_grpo_step_with_search_rollout_on_two_processes(tmp_path, default_model_
     assert [r["num_processes"] for r in ranks] == [2, 2]
     assert all(r["changed"] > 0 for r in ranks)
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=0, abs=1e-9)  # DDP kept them in sync
+    assert ranks[0]["critic_checksum"] == pytest.approx(ranks[1]["critic_checksum"], rel=0, abs=1e-9)
     # each process played its own episodes, with its own rows' questions
     assert all(r["queries"] and all(q == "Where is Alpha?" for b in r["queries"] for q in b) for r in ranks)
     logged = [e for e in ranks[0]["log_history"] if "reward" in e]

@@ -51,7 +51,8 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--rewards", "no_such_module:reward"], "Cannot import the reward"),
         (["--search_top_k", "0"], "top_k"),
         (["--noise_prob", "0.2"], "the curriculum sets the noise probability"),
-        (["--algorithm", "ppo2"], "--algorithm must be one of grpo, reinforce, got 'ppo2'"),
+        (["--algorithm", "ppo2"], "--algorithm must be one of grpo, reinforce, ppo, got 'ppo2'"),
+        (["--algorithm", "ppo", "--loss_type", "sapo"], "loss_type='sapo' is not PPO's clipped surrogate"),
         (["--engine", "bing"], "--engine must be one of .* got .bing."),
         (["--simulator_backend", "openai"], "needs --simulator_base_url"),
         (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
@@ -159,3 +160,15 @@ def test_reinforce_against_bm25_runs_without_a_curriculum(tmp_path, tiny_model_d
     assert [r["step"] for r in rows if "reward" in r] == [1]
     assert not any("curriculum/noise_p" in r for r in rows)
     assert "the noise curriculum is off" in caplog.text
+
+
+@pytest.mark.slow
+def test_ppo_run_reports_the_critic(tmp_path, tiny_model_dir):
+    out = tmp_path / "ppo"
+    assert main(tiny_args(tiny_model_dir, out, "--algorithm", "ppo", "--max_steps", "1", "--probe_samples", "0")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in rows if "reward" in r)
+    assert {"ppo/value_loss", "ppo/explained_variance", "ppo/kl", "curriculum/noise_p"} <= set(step)
+    report = (out / "report.md").read_text()
+    assert "| algorithm | ppo |" in report and "`ppo/value_loss`" in report and "](plots/critic.png)" in report
+    assert (out / "critic" / "config.json").exists() and (out / "checkpoint-1" / "critic_state.pt").exists()

@@ -96,6 +96,8 @@ _EXPORTS: dict[str, str] = {
     "write_simulator_check": "zerosearch_trl.simulator_check",
     "SearchReinforceConfig": "zerosearch_trl.reinforce",
     "SearchReinforceTrainer": "zerosearch_trl.reinforce",
+    "SearchPPOConfig": "zerosearch_trl.ppo",
+    "SearchPPOTrainer": "zerosearch_trl.ppo",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -163,6 +165,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         load_model,
         load_tokenizer,
     )
+    from zerosearch_trl.ppo import SearchPPOConfig, SearchPPOTrainer
     from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
     from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
     from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer

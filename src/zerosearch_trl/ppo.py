@@ -303,18 +303,21 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
     def _log_rollout_metrics(
         self, values: torch.Tensor, returns: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
     ) -> None:
-        mode = "train" if self.model.training else "eval"
-        gathered = self.accelerator.gather
-        values_all, returns_all, mask_all = gathered(values), gathered(returns), gathered(mask)
-        error = returns_all - values_all
-        error_variance = _masked_mean((error - _masked_mean(error, mask_all)) ** 2, mask_all)
-        returns_variance = _masked_mean((returns_all - _masked_mean(returns_all, mask_all)) ** 2, mask_all)
-        explained = 1.0 - error_variance / returns_variance if returns_variance > 0 else torch.tensor(float("nan"))
-        metrics = self._metrics[mode]
+        # Sums over model tokens, added up across processes (their tensors differ in width, so no gather).
+        error = returns - values
+        sums = torch.stack(
+            [mask.sum()] + [(x * mask).sum() for x in (values, returns, returns**2, error, error**2, kl)]
+        ).double()
+        n, values_sum, returns_sum, returns_sq, error_sum, error_sq, kl_sum = self.accelerator.reduce(sums, "sum")
+        n = n.clamp(min=1.0)
+        returns_variance = returns_sq / n - (returns_sum / n) ** 2
+        error_variance = error_sq / n - (error_sum / n) ** 2
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        explained = 1.0 - error_variance / returns_variance if returns_variance > 1e-12 else float("nan")
         metrics["ppo/explained_variance"].append(float(explained))
-        metrics["ppo/values"].append(float(_masked_mean(values_all, mask_all)))
-        metrics["ppo/returns"].append(float(_masked_mean(returns_all, mask_all)))
-        metrics["ppo/kl"].append(float(_masked_mean(gathered(kl), mask_all)))
+        metrics["ppo/values"].append(float(values_sum / n))
+        metrics["ppo/returns"].append(float(returns_sum / n))
+        metrics["ppo/kl"].append(float(kl_sum / n))
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         beta, self.beta = self.beta, 0.0  # the KL is in the rewards: keep TRL's k3 loss term out

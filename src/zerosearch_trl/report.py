@@ -45,13 +45,20 @@ class _Plot(NamedTuple):
     name: str  # file stem
     title: str
     patterns: tuple[str, ...]  # metric keys, fnmatch-style: one line per matching key
+    only_when_logged: bool = False  # one algorithm's metrics: not listed as skipped in runs of the others
 
 
 PLOTS = (
     _Plot("reward", "Reward (total and per reward function)", ("reward", "rewards/*/mean")),
     _Plot("searches", "Searches per episode", ("search/searches_per_episode", "search/episodes_with_search")),
     _Plot("noise_p", "Noise probability p (curriculum)", ("curriculum/noise_p",)),
-    _Plot("kl", "KL divergence to the reference model", ("kl",)),
+    _Plot("kl", "KL divergence to the reference model", ("kl", "ppo/kl")),
+    _Plot(
+        "critic",
+        "PPO critic: value loss and explained variance",
+        ("ppo/value_loss", "ppo/explained_variance"),
+        only_when_logged=True,
+    ),
     _Plot("entropy", "Entropy", ("entropy",)),
     _Plot("completion_length", "Mean completion length (tokens)", ("completions/mean_length",)),
 )
@@ -64,6 +71,7 @@ SUMMARY_PATTERNS = (
     "search/*",
     "curriculum/noise_p",
     "kl",
+    "ppo/*",
     "entropy",
     "completions/mean_length",
     "completions/clipped_ratio",
@@ -309,7 +317,8 @@ def _plots_section(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], outpu
         series = {key: _series(rows, key) for key in _expand(plot.patterns, keys)}
         series = {key: points for key, points in series.items() if points[0]}
         if not series:
-            skipped.append(f"{plot.title} (`{'`, `'.join(plot.patterns)}`)")
+            if not plot.only_when_logged:
+                skipped.append(f"{plot.title} (`{'`, `'.join(plot.patterns)}`)")
             continue
         relative = f"{PLOTS_DIR}/{plot.name}.png"
         (output_dir / PLOTS_DIR).mkdir(exist_ok=True)

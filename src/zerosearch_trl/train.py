@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch_trl.engines.factory import EngineSettings
+from zerosearch_trl.ppo import SearchPPOConfig
+from zerosearch_trl.reinforce import SearchReinforceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,9 @@ CPU_DEFAULTS: dict[str, Any] = {
 }
 """``GRPOConfig`` values the command uses unless a flag or the recipe sets them: small enough for two CPU cores."""
 
-ALGORITHMS = ("grpo", "reinforce")
-"""What ``--algorithm`` takes: TRL's ``GRPOTrainer``, or :class:`~zerosearch_trl.reinforce.SearchReinforceTrainer`."""
+ALGORITHMS = ("grpo", "reinforce", "ppo")
+"""What ``--algorithm`` takes: TRL's ``GRPOTrainer``, :class:`~zerosearch_trl.reinforce.SearchReinforceTrainer` or
+:class:`~zerosearch_trl.ppo.SearchPPOTrainer`."""
 
 CPU_ENGINE_DEFAULTS: dict[str, Any] = {"search_top_k": 3}
 """Engine values of the CPU job: three documents per search (the paper's five) keep episodes short on CPU."""
@@ -80,8 +83,8 @@ class SearchScriptArguments:
     algorithm: str = field(
         default="grpo",
         metadata={
-            "help": "'grpo' (group-normalised advantages) or 'reinforce' (the episode reward as the advantage, "
-            "minus the batch mean unless --reinforce_baseline none)."
+            "help": "'grpo' (group-normalised advantages), 'reinforce' (the episode reward as the advantage, minus "
+            "the batch mean unless --reinforce_baseline none) or 'ppo' (a critic and GAE; --critic_learning_rate...)."
         },
     )
     dataset: str | None = field(
@@ -146,6 +149,13 @@ class EngineArguments(EngineSettings):
         default="policy",
         metadata={"help": "'policy' (a frozen copy of the initial policy), 'default' (embedded), a hub id or folder."},
     )
+
+
+@dataclass
+class SearchTrainingConfig(SearchPPOConfig, SearchReinforceConfig):
+    """``GRPOConfig`` with every algorithm's options, what ``zerosearch-trl train`` parses: ``--reinforce_baseline``
+    is read by ``--algorithm reinforce``, the critic's and GAE's settings by ``--algorithm ppo``; GRPO reads
+    neither. ``beta`` defaults to the paper's 0.001 for all three."""
 
 
 @dataclass
@@ -250,6 +260,12 @@ def check_config(
     check_engine_settings(engine_args)
     if script_args.algorithm not in ALGORITHMS:
         raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {script_args.algorithm!r}.")
+    if script_args.algorithm == "ppo":
+        from zerosearch_trl.ppo import check_ppo_config
+
+        if not hasattr(training_args, "critic_learning_rate"):
+            raise ValueError("--algorithm ppo needs a SearchPPOConfig (or SearchTrainingConfig) as training_args.")
+        check_ppo_config(training_args, model_args.model_name_or_path or "default")
     if engine_args.noise_prob:
         raise ValueError(
             f"--noise_prob {engine_args.noise_prob}: during training the curriculum sets the noise probability; "
@@ -357,8 +373,8 @@ def train(
         script_args: data, prompt, rewards, warm start (:class:`SearchScriptArguments`).
         engine_args: the engine, the simulator by default (:class:`EngineArguments`).
         curriculum_args: the noise schedule (:class:`CurriculumArguments`).
-        training_args: a ``trl.GRPOConfig`` (a :class:`~zerosearch_trl.reinforce.SearchReinforceConfig` to choose
-            the REINFORCE baseline); default: :data:`CPU_DEFAULTS`.
+        training_args: a ``trl.GRPOConfig``, or a :class:`SearchTrainingConfig` for the REINFORCE baseline and
+            PPO's settings (``--algorithm ppo`` needs one); default: :data:`CPU_DEFAULTS`.
         model_args: a ``trl.ModelConfig`` (model, dtype, LoRA/QLoRA); default: the embedded model, no LoRA.
 
     Example:
@@ -368,7 +384,7 @@ def train(
         'runs/zerosearch/report.md'
     """
     import torch
-    from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
+    from trl import GRPOTrainer, ModelConfig, get_peft_config
 
     from zerosearch_trl.curriculum import CurriculumCallback
     from zerosearch_trl.evaluation import SearchEvalCallback
@@ -381,7 +397,7 @@ def train(
     script_args = script_args or SearchScriptArguments()
     engine_args = engine_args or EngineArguments(**CPU_ENGINE_DEFAULTS)
     curriculum_args = curriculum_args or CurriculumArguments()
-    training_args = training_args or GRPOConfig(**CPU_DEFAULTS, use_cpu=not torch.cuda.is_available())
+    training_args = training_args or SearchTrainingConfig(**CPU_DEFAULTS, use_cpu=not torch.cuda.is_available())
     model_args = model_args or ModelConfig()
     check_config(script_args, engine_args, curriculum_args, training_args, model_args)
     started = time.monotonic()
@@ -419,10 +435,11 @@ def train(
 
     engine, heldout_engine = _engines(engine_args, model_args)
     guard = TrainingGuardCallback()
+    from zerosearch_trl.ppo import SearchPPOTrainer
     from zerosearch_trl.reinforce import SearchReinforceTrainer
 
-    trainer_class = SearchReinforceTrainer if script_args.algorithm == "reinforce" else GRPOTrainer
-    trainer = trainer_class(
+    trainer_class = {"grpo": GRPOTrainer, "reinforce": SearchReinforceTrainer, "ppo": SearchPPOTrainer}
+    trainer = trainer_class[script_args.algorithm](
         model=model,
         processing_class=tokenizer,
         args=training_args,
@@ -522,12 +539,7 @@ def make_parser() -> Any:
     import torch
     from trl import ModelConfig, TrlParser
 
-    from zerosearch_trl.reinforce import SearchReinforceConfig
-
-    # SearchReinforceConfig is GRPOConfig plus --reinforce_baseline (read by --algorithm reinforce only).
-    parser = TrlParser(
-        (SearchScriptArguments, EngineArguments, CurriculumArguments, SearchReinforceConfig, ModelConfig)
-    )
+    parser = TrlParser((SearchScriptArguments, EngineArguments, CurriculumArguments, SearchTrainingConfig, ModelConfig))
     parser.set_defaults(**CPU_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available())
     return parser
 

@@ -1,29 +1,45 @@
-"""Two GRPO steps with the search rollout, run by ``accelerate launch --num_processes 2 --cpu`` from
-``tests/test_distributed.py``. Each process writes what it saw to ``<out>/rank<N>.json``."""
+"""Two training steps with the search rollout, run by ``accelerate launch --num_processes 2`` from
+``tests/test_distributed.py``: ``search_step.py OUT grpo|reinforce|ppo``. Each process writes what it saw to
+``<out>/rank<N>.json``."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+from transformers import AutoModelForCausalLM
+from trl import GRPOTrainer
 
 from helpers import make_tiny_model
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
+from zerosearch_trl.ppo import SearchPPOConfig, SearchPPOTrainer
+from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
 
+TRAINERS = {
+    "grpo": (SearchReinforceConfig, GRPOTrainer),  # GRPOConfig plus a field GRPO never reads
+    "reinforce": (SearchReinforceConfig, SearchReinforceTrainer),
+    "ppo": (SearchPPOConfig, SearchPPOTrainer),
+}
 
-def main(out: Path) -> None:
+
+def main(out: Path, algorithm: str) -> None:
     tokenizer = load_tokenizer(default_model_path())
-    model = make_tiny_model(tokenizer)  # same seed on both ranks: DDP starts from identical weights anyway
+    # Same seed on both ranks (DDP starts from identical weights anyway), saved per rank: with beta > 0 TRL loads
+    # the reference model, and PPO its critic, from the policy's folder.
+    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
+    make_tiny_model(tokenizer).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
     model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
     engine = RecordingEngine()
     rollout = make_search_rollout(engine)
-    config = GRPOConfig(
+    config_class, trainer_class = TRAINERS[algorithm]
+    config = config_class(
         output_dir=str(out / "run"),
         per_device_train_batch_size=4,
         num_generations=4,  # a group spans both processes: the rewards are gathered across them
@@ -36,8 +52,9 @@ def main(out: Path) -> None:
         bf16=False,
         seed=0,
         save_strategy="no",
+        beta=0.001,
     )
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=model,
         reward_funcs=[f1_reward],
         args=config,
@@ -53,6 +70,9 @@ def main(out: Path) -> None:
         "num_processes": trainer.accelerator.num_processes,
         "changed": sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters()),
         "checksum": checksum,
+        "critic_checksum": (
+            sum(p.detach().double().sum().item() for p in trainer.critic.parameters()) if algorithm == "ppo" else 0.0
+        ),
         "queries": [[r.question for r in batch] for batch in engine.batches],
         "log_history": trainer.state.log_history,
     }
@@ -60,4 +80,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])
