@@ -113,6 +113,10 @@ def test_simulate_on_the_embedded_model(default_model_dir):
             "--answer",
             "330 metres",
             "--noisy",
+            # ~30-word documents need ~60 tokens; the default budget (600, the paper's for five documents in one
+            # generation) lets a rambling retry run for minutes on a busy CPU.
+            "--max_new_tokens",
+            "120",
         ],
         capture_output=True,
         text=True,

@@ -159,3 +159,36 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
     assert (tmp_path / "run" / "checkpoint-1" / "critic_state.pt").exists()
     trainer.save_model(str(tmp_path / "final"))
     assert (tmp_path / "final" / "critic" / "config.json").exists()
+
+
+def test_a_lora_policy_gets_a_lora_critic(tmp_path, tokenizer, tiny_model_dir):
+    from peft import LoraConfig, PeftModel
+
+    trainer = SearchPPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=[f1_reward],
+        args=cpu_config(
+            tmp_path,
+            per_device_train_batch_size=2,
+            num_generations=2,
+            max_completion_length=16,
+            max_steps=1,
+            critic_learning_rate=1e-2,
+            save_strategy="no",
+        ),  # fmt: skip
+        train_dataset=qa_dataset(["Where is Alpha?"]),
+        processing_class=tokenizer,
+        rollout_func=make_search_rollout(RecordingEngine()),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    critic = trainer.critic
+    assert isinstance(critic, PeftModel)
+    trainable = {n for n, p in critic.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    assert any("score" in n for n in trainable)  # the value head trains in full
+    frozen_before = {n: p.detach().clone() for n, p in critic.named_parameters() if not p.requires_grad}
+    head_before = {n: p.detach().clone() for n, p in critic.named_parameters() if "score" in n and p.requires_grad}
+    trainer.train()
+    params = dict(critic.named_parameters())
+    assert all(torch.equal(frozen_before[n], params[n].detach()) for n in frozen_before)
+    assert any(not torch.equal(head_before[n], params[n].detach()) for n in head_before)
