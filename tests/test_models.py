@@ -43,9 +43,9 @@ def test_load_model_from_folder_and_aliases(tiny_model_dir, default_model_dir):
     model, tokenizer = zs.load_model(tiny_model_dir)
     assert model.config.num_hidden_layers == 2
     assert tokenizer.padding_side == "left"
-    assert models._resolve("default") == str(default_model_dir)
-    assert models._resolve(None) == str(default_model_dir)
-    assert models._resolve("Qwen/Qwen2.5-3B-Instruct") == "Qwen/Qwen2.5-3B-Instruct"
+    assert models.resolve_model_path("default") == str(default_model_dir)
+    assert models.resolve_model_path(None) == str(default_model_dir)
+    assert models.resolve_model_path("Qwen/Qwen2.5-3B-Instruct") == "Qwen/Qwen2.5-3B-Instruct"
 
 
 def test_missing_package_names_install_command(monkeypatch):
