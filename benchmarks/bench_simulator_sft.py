@@ -2,11 +2,13 @@
 SFT on pairs collected from a real engine, both scored by ``check_simulator`` on the same held-out questions.
 
     python benchmarks/bench_simulator_sft.py [--data-dir ../shared/data] [--collect 128] [--heldout 24]
-        [--max-steps 60] [--labelling outcome]
+        [--max-steps 60] [--labelling contains_answer] [--policy default]
 
 1. Collection: the embedded policy plays the first ``--collect`` questions of the Wikipedia corpus's own QA set
    (``corpus/corpus-qa.jsonl``) against BM25 over ``corpus/wiki-passages.jsonl``, greedy, the training protocol;
-   every (query, documents) pair is kept and labelled by the episode's outcome (the paper) or by answer presence.
+   every (query, documents) pair is kept and labelled by answer presence (default) or by the episode's outcome (the
+   paper's labelling, which needs a policy that answers: the untrained embedded model reaches EM 0 against BM25, so
+   it yields no useful pair; pass a trained ``--policy`` for it).
 2. SFT: ``make_simulator_sft_dataset`` (balanced, deduplicated) and ``train_simulator`` (LoRA r 16, merged).
 3. Check: ``check_simulator`` on the next ``--heldout`` questions (never collected from), for the embedded model
    with the prompt-only prompts and for the merged model with the fine-tuned prompts. Same questions, same seed.
@@ -42,7 +44,8 @@ def main() -> None:
     parser.add_argument("--collect", type=int, default=128, help="Questions played against BM25 for the pairs.")
     parser.add_argument("--heldout", type=int, default=24, help="Held-out questions for check_simulator.")
     parser.add_argument("--max-steps", type=int, default=60)
-    parser.add_argument("--labelling", default="outcome", choices=["outcome", "contains_answer"])
+    parser.add_argument("--labelling", default="contains_answer", choices=["outcome", "contains_answer"])
+    parser.add_argument("--policy", default="default", help="The policy that searches during the collection.")
     parser.add_argument("--output-dir", type=Path, default=None, help="Keep the pairs and the simulator here.")
     args = parser.parse_args()
     out = args.output_dir or Path(tempfile.mkdtemp(prefix="bench-simulator-sft-"))
@@ -54,7 +57,7 @@ def main() -> None:
     engine = make_engine(EngineSettings(engine="bm25", corpus=str(corpus / "wiki-passages.jsonl")))
 
     start = time.perf_counter()
-    pairs = collect_simulator_data("default", {"corpus-qa": collect_rows}, engine, prompt_style="one_shot")
+    pairs = collect_simulator_data(args.policy, {"corpus-qa": collect_rows}, engine, prompt_style="one_shot")
     collect_s = time.perf_counter() - start
     sft = make_simulator_sft_dataset(pairs, labelling=args.labelling)
 
@@ -84,6 +87,7 @@ def main() -> None:
         "simulator_sft",
         {
             "collection": {
+                "policy": args.policy,
                 "questions": args.collect,
                 "pairs": len(pairs),
                 "useful_pairs": sum(label == "useful" for label in labels),
