@@ -170,7 +170,12 @@ def is_default_model(name_or_path: str | os.PathLike | None) -> bool:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
-    """The folder or hub id to load: the embedded model's folder for its aliases, else ``name_or_path`` itself."""
+    """The folder or hub id to load: the embedded model's folder for its aliases, else ``name_or_path`` itself.
+
+    Example:
+        >>> resolve_model_path("Qwen/Qwen2.5-3B-Instruct")
+        'Qwen/Qwen2.5-3B-Instruct'
+    """
     if is_default_model(name_or_path):
         return str(default_model_path())
     return str(name_or_path)

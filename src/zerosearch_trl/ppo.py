@@ -92,6 +92,12 @@ def check_ppo_config(args: Any, policy: str | None = None) -> None:
     Args:
         args: a :class:`SearchPPOConfig` (or the command line's config that includes its fields).
         policy: the policy's folder or hub id, to check the critic against (``None``: skip that check).
+
+    Example:
+        >>> check_ppo_config(SearchPPOConfig(output_dir="out", use_cpu=True, bf16=False, loss_type="cispo"))
+        Traceback (most recent call last):
+        ...
+        ValueError: loss_type='cispo' is not PPO's clipped surrogate; use one of dapo, bnpo, grpo, dr_grpo.
     """
     if args.multi_objective_aggregation != "sum_then_normalize":
         raise ValueError(
@@ -168,7 +174,12 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the masked positions; the others stay 0."""
+    """Zero mean, unit variance over the masked positions; the others stay 0.
+
+    Example:
+        >>> whiten(torch.tensor([[1.0, 100.0, 3.0]]), torch.tensor([[1.0, 0.0, 1.0]]))
+        tensor([[-1.,  0.,  1.]])
+    """
     mean = _masked_mean(values, mask)
     variance = _masked_mean((values - mean) ** 2, mask)
     return (values - mean) * torch.rsqrt(variance + 1e-8) * mask

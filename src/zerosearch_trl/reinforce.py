@@ -88,7 +88,15 @@ class SearchReinforceConfig(GRPOConfig):
 
 class EpisodeRewardTrainer(GRPOTrainer):
     """A ``GRPOTrainer`` that keeps the episode rewards of the last generation batch, for subclasses that compute
-    their own advantages (:class:`SearchReinforceTrainer`, :class:`~zerosearch_trl.ppo.SearchPPOTrainer`)."""
+    their own advantages (:class:`SearchReinforceTrainer`, :class:`~zerosearch_trl.ppo.SearchPPOTrainer`).
+
+    Example:
+        >>> class RawRewardTrainer(EpisodeRewardTrainer):  # doctest: +SKIP
+        ...     def _generate_and_score_completions(self, inputs):
+        ...         output = super()._generate_and_score_completions(inputs)
+        ...         output["advantages"] = self.local_episode_rewards(output["completion_ids"].size(0))
+        ...         return output
+    """
 
     def _calculate_rewards(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         # TRL gathers the rewards of every process here and keeps no copy in what it returns: hold on to them.

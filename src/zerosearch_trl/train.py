@@ -155,7 +155,13 @@ class EngineArguments(EngineSettings):
 class SearchTrainingConfig(SearchPPOConfig, SearchReinforceConfig):
     """``GRPOConfig`` with every algorithm's options, what ``zerosearch-trl train`` parses: ``--reinforce_baseline``
     is read by ``--algorithm reinforce``, the critic's and GAE's settings by ``--algorithm ppo``; GRPO reads
-    neither. ``beta`` defaults to the paper's 0.001 for all three."""
+    neither. ``beta`` defaults to the paper's 0.001 for all three.
+
+    Example:
+        >>> config = SearchTrainingConfig(output_dir="out", use_cpu=True, bf16=False, reinforce_baseline="none")
+        >>> config.reinforce_baseline, config.critic_learning_rate, config.beta
+        ('none', 1e-05, 0.001)
+    """
 
 
 @dataclass

@@ -164,7 +164,12 @@ def make_engine(
 
 
 def make_simulator(settings: EngineSettings) -> TextGenerator:
-    """The simulator's text generator that ``settings`` describe (model, backend, server, batch size)."""
+    """The simulator's text generator that ``settings`` describe (model, backend, server, batch size).
+
+    Example:
+        >>> make_simulator(EngineSettings(simulator_base_url="http://localhost:8000/v1")).name
+        'openai'
+    """
     from zerosearch_trl.generation.factory import make_generator
 
     return make_generator(
