@@ -1,6 +1,11 @@
-"""Test helpers: tiny random models over the real tokenizer, and a scripted text generator."""
+"""Test helpers: tiny random models over the real tokenizer, a scripted text generator, CPU trainer configs and a
+real loopback HTTP server."""
 
 from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
@@ -74,29 +79,62 @@ PASSAGE_ROWS = [
 ]
 
 
+def cpu_config(output_dir, config_class=None, **overrides):
+    """A TRL trainer config for a real run in a test: CPU, fp32, seeded, logs every step, reports and saves nothing
+    unless ``overrides`` say so. ``config_class`` defaults to ``trl.GRPOConfig``."""
+    if config_class is None:
+        from trl import GRPOConfig as config_class
+    settings = {
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "seed": 0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        **overrides,
+    }
+    return config_class(output_dir=str(output_dir), **settings)
+
+
 def tiny_grpo_trainer(tokenizer, output_dir, reward_funcs, callbacks=(), **config):
     """A real GRPOTrainer on a tiny random model over two plain-text prompts: 2 steps of 8 tokens on CPU."""
     import datasets
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
-    settings = {
-        "max_steps": 2,
-        "per_device_train_batch_size": 2,
-        "num_generations": 2,
-        "max_completion_length": 8,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "use_cpu": True,
-        "report_to": "none",
-        "bf16": False,
-        "seed": 0,
-        **config,
-    }
+    settings = {"max_steps": 2, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8}
     return GRPOTrainer(
         model=make_tiny_model(tokenizer),
         reward_funcs=list(reward_funcs),
-        args=GRPOConfig(output_dir=str(output_dir), **settings),
+        args=cpu_config(output_dir, **{**settings, **config}),
         train_dataset=datasets.Dataset.from_dict({"prompt": ["Where is Paris?", "Who wrote Hamlet?"] * 2}),
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler with a one-call answer (a dict is sent as JSON, a string as is) and a silent log."""
+
+    def answer(self, status, payload):
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class LoopbackServer:
+    """A real HTTP server on 127.0.0.1 at a free port, serving ``handler_class`` from a daemon thread."""
+
+    def __init__(self, handler_class):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

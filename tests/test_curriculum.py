@@ -11,7 +11,7 @@ import datasets
 import pytest
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from helpers import ScriptedGenerator, make_tiny_model
+from helpers import ScriptedGenerator, cpu_config, make_tiny_model
 from zerosearch_trl.curriculum import (
     NOISE_P_KEY,
     AdaptiveSchedule,
@@ -295,21 +295,16 @@ def one_torch_thread():
 
 
 def make_grpo_trainer(tokenizer, output_dir, reward_func, callbacks, max_steps=4, **config):
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     dataset = datasets.Dataset.from_list([{"prompt": f"Question {i}?"} for i in range(4)])
-    args = GRPOConfig(
-        output_dir=str(output_dir),
+    args = cpu_config(
+        output_dir,
         per_device_train_batch_size=2,
         num_generations=2,
         max_completion_length=8,
         max_steps=max_steps,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        **{"save_strategy": "no", **config},
+        **config,
     )
     return GRPOTrainer(
         model=make_tiny_model(tokenizer),

@@ -16,7 +16,7 @@ import datasets
 import pytest
 import torch
 
-from helpers import ScriptedGenerator, make_tiny_model
+from helpers import ScriptedGenerator, cpu_config, make_tiny_model
 from test_rollout import make_trainer, qa_dataset, scripted_generate
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
@@ -201,22 +201,17 @@ def tool_dataset(questions):
 
 
 def tool_trainer(tmp_path, tool_tokenizer, engine, reward_funcs=(f1_reward,), **config):
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     model = make_tiny_model(tool_tokenizer, "qwen2")
     model.generate = tool_policy(tool_tokenizer)
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
+    args = cpu_config(
+        tmp_path,
         per_device_train_batch_size=4,
         num_generations=2,
         max_completion_length=256,
         max_tool_calling_iterations=2,
         learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
         **config,
     )
     return GRPOTrainer(

@@ -13,7 +13,7 @@ import datasets
 import pytest
 import torch
 
-from helpers import ScriptedGenerator, make_tiny_model
+from helpers import ScriptedGenerator, cpu_config, make_tiny_model
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 from zerosearch_trl.prompts import build_policy_prompt
 from zerosearch_trl.protocol import INVALID_ACTION_FEEDBACK
@@ -107,18 +107,15 @@ def make_trainer(model, tokenizer, dataset, rollout, max_completion_length=160, 
     """A real GRPOTrainer around the policy; the branch tests call its rollout directly."""
     import tempfile
 
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from zerosearch_trl.rewards import f1_reward
 
-    args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(),
+    args = cpu_config(
+        tempfile.mkdtemp(),
         per_device_train_batch_size=2,
         num_generations=2,
         max_completion_length=max_completion_length,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
         **config,
     )
     return GRPOTrainer(
@@ -266,7 +263,7 @@ def test_prompt_longer_than_context_names_the_limit(tokenizer):
 
 
 def test_grpo_trainer_step_with_the_search_rollout(tmp_path, tokenizer):
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from zerosearch_trl.rewards import f1_reward
 
@@ -282,18 +279,13 @@ def test_grpo_trainer_step_with_the_search_rollout(tmp_path, tokenizer):
         seen_prompts.append([p[0]["content"] for p in prompts])
         return rollout(prompts, trainer)
 
-    config = GRPOConfig(
-        output_dir=str(tmp_path),
+    config = cpu_config(
+        tmp_path,
         per_device_train_batch_size=4,
         num_generations=2,
         max_completion_length=128,
         max_steps=2,
         learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
     )
     trainer = GRPOTrainer(
         model=model,

@@ -9,12 +9,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from helpers import ScriptedGenerator
+from helpers import JSONHandler, LoopbackServer, ScriptedGenerator
 from zerosearch_trl.engines.base import Document, SearchRequest
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.corpus import split_contents
@@ -108,33 +107,20 @@ def test_server_down_is_a_clear_error_after_bounded_retries():
     assert failed and [docs[0].text for docs in results] == [SEARCH_FAILED_TEXT] * 2
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A loopback HTTP server that answers POSTs with scripted (status, body) pairs, the last one repeated."""
 
     def __init__(self, answers):
         self.answers, self.bodies = list(answers), []
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def do_POST(self):
                 owner.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                status, body = owner.answers.pop(0) if len(owner.answers) > 1 else owner.answers[0]
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(*(owner.answers.pop(0) if len(owner.answers) > 1 else owner.answers[0]))
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/retrieve"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url += "/retrieve"
 
 
 def search_r1_answer(n, score=1.5):

@@ -3,12 +3,11 @@
 import json
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from helpers import JSONHandler, LoopbackServer
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.corpus import NO_RESULTS_TEXT
 from zerosearch_trl.engines.web import WebSearchEngine, WebSearchError
@@ -30,7 +29,7 @@ RESULTS = {
 }
 
 
-class FakeSearchAPI:
+class FakeSearchAPI(LoopbackServer):
     """Serper: POST /search, key in X-API-KEY, results under "organic". SerpAPI: GET /search.json?api_key=...,
     results under "organic_results", "no results" as an error with HTTP 200. ``failures`` 503s come first."""
 
@@ -38,7 +37,7 @@ class FakeSearchAPI:
         self.calls, self.failures = [], failures
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.calls.append(("POST", self.path, body, self.headers.get("X-API-KEY")))
@@ -61,23 +60,9 @@ class FakeSearchAPI:
                 if owner.failures:
                     owner.failures -= 1
                     status, payload = 503, {"error": "try again"}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                super().answer(status, payload)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
