@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from helpers import cpu_config
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.ppo import (
     SearchPPOConfig,
@@ -21,8 +22,8 @@ from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
 
 
-def cpu_config(tmp_path, **kwargs):
-    return SearchPPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **kwargs)
+def ppo_config(tmp_path, **kwargs):
+    return cpu_config(tmp_path, SearchPPOConfig, **kwargs)
 
 
 def test_gae_skips_observation_tokens_hand_computed():
@@ -61,7 +62,7 @@ def test_whitening_and_value_loss_ignore_observation_tokens():
 
 
 def test_paper_defaults(tmp_path):
-    config = cpu_config(tmp_path)
+    config = ppo_config(tmp_path)
     assert (config.critic_learning_rate, config.gamma, config.lam) == (1e-5, 1.0, 1.0)
     assert (config.cliprange_value, config.epsilon, config.beta) == (0.5, 0.2, 0.001)
 
@@ -75,7 +76,7 @@ def test_paper_defaults(tmp_path):
 )
 def test_bad_ppo_values_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        cpu_config(tmp_path, **kwargs)
+        ppo_config(tmp_path, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_bad_ppo_values_are_named(tmp_path, kwargs, message):
 )
 def test_grpo_only_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        check_ppo_config(cpu_config(tmp_path, **kwargs))
+        check_ppo_config(ppo_config(tmp_path, **kwargs))
 
 
 def test_a_critic_that_cannot_read_the_policy_is_refused_from_configs_alone(tmp_path, tiny_model_dir):
@@ -100,10 +101,10 @@ def test_a_critic_that_cannot_read_the_policy_is_refused_from_configs_alone(tmp_
     vision = tmp_path / "vision"
     ViTConfig().save_pretrained(vision)
     with pytest.raises(ValueError, match="vocabulary of 1000 tokens.*must share its tokenizer"):
-        check_ppo_config(cpu_config(tmp_path, critic_model_name_or_path=str(other_vocab)), str(tiny_model_dir))
+        check_ppo_config(ppo_config(tmp_path, critic_model_name_or_path=str(other_vocab)), str(tiny_model_dir))
     with pytest.raises(ValueError, match="is a 'vit' model.*value head"):
-        check_ppo_config(cpu_config(tmp_path, critic_model_name_or_path=str(vision)), str(tiny_model_dir))
-    check_ppo_config(cpu_config(tmp_path), str(tiny_model_dir))  # the policy's own checkpoint fits
+        check_ppo_config(ppo_config(tmp_path, critic_model_name_or_path=str(vision)), str(tiny_model_dir))
+    check_ppo_config(ppo_config(tmp_path), str(tiny_model_dir))  # the policy's own checkpoint fits
 
 
 def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_dir):
@@ -114,7 +115,7 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
     trainer = SearchPPOTrainer(
         model=model,
         reward_funcs=[f1_reward],
-        args=cpu_config(
+        args=ppo_config(
             tmp_path / "run",
             per_device_train_batch_size=4,
             num_generations=2,
@@ -122,8 +123,7 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
             max_steps=2,
             learning_rate=1e-2,
             critic_learning_rate=1e-2,
-            logging_steps=1,
-            seed=0,
+            save_strategy="steps",
             save_steps=1,
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?", "Where is Beta?"]),
@@ -153,6 +153,11 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
         assert batch["advantages"].shape == batch["completion_mask"].shape  # per token
         assert (batch["advantages"][observation] == 0).all() and (batch["returns"][observation] == 0).all()
         assert batch["advantages"][batch["completion_mask"].bool() & ~observation].abs().sum() > 0
+    # TRL's completions table shows each episode's mean advantage over its model tokens
+    last = seen[-1]
+    model_tokens = (last["completion_mask"] * last["tool_mask"]).float()
+    per_episode = (last["advantages"] * model_tokens).sum(dim=1) / model_tokens.sum(dim=1).clamp(min=1.0)
+    assert sorted(trainer._logs["advantages"]) == pytest.approx(sorted(per_episode.tolist()))
     logs = [e for e in trainer.state.log_history if "ppo/value_loss" in e]
     assert len(logs) == 2
     assert all(math.isfinite(e["ppo/value_loss"]) and "ppo/kl" in e and "ppo/explained_variance" in e for e in logs)
@@ -167,14 +172,13 @@ def test_a_lora_policy_gets_a_lora_critic(tmp_path, tokenizer, tiny_model_dir):
     trainer = SearchPPOTrainer(
         model=str(tiny_model_dir),
         reward_funcs=[f1_reward],
-        args=cpu_config(
+        args=ppo_config(
             tmp_path,
             per_device_train_batch_size=2,
             num_generations=2,
             max_completion_length=16,
             max_steps=1,
             critic_learning_rate=1e-2,
-            save_strategy="no",
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?"]),
         processing_class=tokenizer,

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from helpers import cpu_config
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer, reinforce_advantages
 from zerosearch_trl.rewards import f1_reward
@@ -55,19 +56,15 @@ def test_real_steps_use_the_episode_reward_as_advantage(tmp_path, tokenizer, tin
     trainer = SearchReinforceTrainer(
         model=model,
         reward_funcs=[reward],
-        args=SearchReinforceConfig(
-            output_dir=str(tmp_path),
+        args=cpu_config(
+            tmp_path,
+            SearchReinforceConfig,
             per_device_train_batch_size=4,
             num_generations=2,
             max_completion_length=128,
             max_steps=2,
             learning_rate=1e-2,
             beta=0.001,
-            logging_steps=1,
-            report_to="none",
-            use_cpu=True,
-            bf16=False,
-            seed=0,
             reinforce_baseline=baseline,
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?", "Where is Beta?"]),
@@ -93,6 +90,8 @@ def test_real_steps_use_the_episode_reward_as_advantage(tmp_path, tokenizer, tin
         assert batch["advantages"].abs().max() <= 1.0
         # the observations (env_mask 0) are out of the loss
         assert (batch["tool_mask"][batch["completion_mask"].bool()] == 0).any()
+    # TRL's completions table shows these advantages, not the GRPO ones it computed first
+    assert sorted(trainer._logs["advantages"]) == pytest.approx(sorted(seen[-1]["advantages"].tolist()))
     assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses and all(math.isfinite(loss) for loss in losses)

@@ -309,6 +309,8 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
             advantages = whiten(advantages, mask)
         output.update(advantages=advantages, returns=returns, old_values=values)
         self._log_rollout_metrics(values, returns, kl, mask)
+        # the completions table has one advantage per episode: its mean over the episode's model tokens
+        self.log_episode_advantages((advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
         return output
 
     def _log_rollout_metrics(

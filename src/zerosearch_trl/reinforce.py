@@ -109,6 +109,15 @@ class EpisodeRewardTrainer(GRPOTrainer):
         start = self.accelerator.process_index * n  # rows are gathered in process order
         return rewards[start : start + n]
 
+    def log_episode_advantages(self, local: torch.Tensor) -> None:
+        """Show ``local`` (this process's per-episode advantages) in TRL's completions table instead of the GRPO
+        advantage that ``GRPOTrainer`` logged before the subclass replaced it. Every process must call it."""
+        everyone = self.accelerator.gather(local.detach().float()).tolist()
+        logged = self._logs["advantages"]
+        for _ in range(min(len(everyone), len(logged))):
+            logged.pop()
+        logged.extend(everyone)
+
 
 class SearchReinforceTrainer(EpisodeRewardTrainer):
     """``GRPOTrainer`` with REINFORCE advantages (see the module docstring); everything else is TRL's.
@@ -131,4 +140,5 @@ class SearchReinforceTrainer(EpisodeRewardTrainer):
         baseline = getattr(self.args, "reinforce_baseline", "batch_mean")
         advantages = self.local_episode_rewards(output["completion_ids"].size(0), baseline)
         output["advantages"] = advantages.to(output["advantages"].device)
+        self.log_episode_advantages(output["advantages"])
         return output
