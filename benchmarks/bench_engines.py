@@ -3,8 +3,11 @@ dataset (BM25, and with ``--dense`` the MiniLM dense engine, side by side), and 
 over loopback HTTP at client concurrency 1 vs 8, in one run.
 
     python benchmarks/bench_engines.py [--corpus-dir ../shared/data/corpus] [--http-requests 400] [--dense]
+        [--hybrid-sample 20]
 
 ``--dense`` embeds all 27k passages with all-MiniLM-L6-v2: minutes on a GPU or a free multi-core CPU.
+``--hybrid-sample N`` adds, on the first N questions of each dataset, the recall of the embedded prompt-only simulator
+and of hybrids (each real engine mixed with it half and half), beside the real engines on the same questions.
 
 Recall: share of questions with a gold answer in a returned passage (normalised whole-word match, as the rewards
 judge answers), the raw question as the query; yes/no questions are left out (their answer word is rarely in the
@@ -30,7 +33,18 @@ from pathlib import Path
 
 from common import write_result
 
-from zerosearch_trl import BM25Engine, DenseEngine, RemoteSearchEngine, RemoteSearchError, SearchEngine, SearchRequest
+from zerosearch_trl import (
+    BM25Engine,
+    DenseEngine,
+    EngineSettings,
+    HybridEngine,
+    RemoteSearchEngine,
+    RemoteSearchError,
+    SearchEngine,
+    SearchRequest,
+    make_engine,
+)
+from zerosearch_trl.engines.factory import make_simulator
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
@@ -44,14 +58,19 @@ def load_questions(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def recall_by_source(engine: SearchEngine, questions: list[dict]) -> dict:
+def answerable_by_source(questions: list[dict]) -> dict[str, list[SearchRequest]]:
+    """The questions as requests with their gold answers, by dataset, yes/no questions left out."""
     by_source: dict[str, list[SearchRequest]] = collections.defaultdict(list)
     for row in questions:
         if row["golden_answers"][0].strip().lower() not in ("yes", "no"):
             by_source[row["data_source"]].append(SearchRequest(row["question"], golden_answers=row["golden_answers"]))
+    return dict(sorted(by_source.items()))
+
+
+def recall_by_source(engine: SearchEngine, by_source: dict[str, list[SearchRequest]]) -> dict:
     recall = {}
-    for source, requests in sorted(by_source.items()):
-        found = sum(any(d.meta["contains_answer"] for d in docs) for docs in engine.search(requests))
+    for source, requests in by_source.items():
+        found = sum(any(d.meta.get("contains_answer") for d in docs) for docs in engine.search(requests))
         recall[source] = {"questions": len(requests), "top5_recall": round(found / len(requests), 3)}
     total = sum(r["questions"] for r in recall.values())
     recall["all"] = {
@@ -59,6 +78,30 @@ def recall_by_source(engine: SearchEngine, questions: list[dict]) -> dict:
         "top5_recall": round(sum(r["top5_recall"] * r["questions"] for r in recall.values()) / total, 3),
     }
     return recall
+
+
+def sample_recall(real: dict[str, SearchEngine], by_source: dict[str, list[SearchRequest]], per_source: int) -> dict:
+    """Recall of each real engine, of the embedded prompt-only simulator (noise 0) and of a hybrid of each real
+    engine with it (real_prob 0.5), on the same first ``per_source`` questions of each dataset."""
+    sample = {source: requests[:per_source] for source, requests in by_source.items()}
+    simulator = make_simulator(EngineSettings())
+    engines = dict(real)
+    engines["simulated"] = make_engine(EngineSettings(engine="simulated"), simulator=simulator)
+    for name, engine in real.items():
+        settings = EngineSettings(engine="hybrid", real_engine=name, real_prob=0.5)
+        engines[f"hybrid_{name}"] = make_engine(settings, simulator=simulator, real=engine)
+    figures = {}
+    for name, engine in engines.items():
+        start = time.perf_counter()
+        figures[name] = {"recall": recall_by_source(engine, sample), "seconds": round(time.perf_counter() - start, 1)}
+        if isinstance(engine, HybridEngine):
+            figures[name]["real_fraction"] = round(engine.stats.real_fraction, 3)
+    return {
+        "questions_per_source": per_source,
+        "simulator": "embedded SmolLM2-135M-Instruct, prompt-only, noise 0 (useful documents are told the answer)",
+        "hybrid_real_prob": 0.5,
+        **figures,
+    }
 
 
 def queries_per_second(engine: SearchEngine, requests: list[SearchRequest], batch_size: int) -> float:
@@ -123,7 +166,7 @@ def measure(engine_class: type, passages: Path, questions: list[dict], folder: P
         "index_mb": folder_mb(index, exclude="passages.jsonl"),
         "with_passages_mb": folder_mb(index),
         "queries_per_s": {f"batch_{b}": queries_per_second(engine, requests, b) for b in batch_sizes},
-        "recall": recall_by_source(engine, questions),
+        "recall": recall_by_source(engine, answerable_by_source(questions)),
     }
     return engine, index, figures
 
@@ -133,6 +176,12 @@ def main() -> None:
     parser.add_argument("--corpus-dir", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--http-requests", type=int, default=400, help="single-query HTTP requests per concurrency")
     parser.add_argument("--dense", action="store_true", help="also build and measure the dense engine")
+    parser.add_argument(
+        "--hybrid-sample",
+        type=int,
+        default=0,
+        help="questions per dataset on which to compare the real engines with the simulator and the hybrids",
+    )
     args = parser.parse_args()
     passages, questions = args.corpus_dir / "wiki-passages.jsonl", load_questions(args.corpus_dir / "corpus-qa.jsonl")
     requests = [SearchRequest(q["question"]) for q in questions]
@@ -144,6 +193,9 @@ def main() -> None:
         if args.dense:
             dense, _, result["dense"] = measure(DenseEngine, passages, questions, Path(folder) / "dense", (1, 64))
             result["dense"]["mb_per_1k_passages"] = round(dense.memory_per_1k_passages_mb, 3)
+        if args.hybrid_sample:
+            real = {"bm25": engine, **({"dense": dense} if args.dense else {})}
+            result["sample_recall"] = sample_recall(real, answerable_by_source(questions), args.hybrid_sample)
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

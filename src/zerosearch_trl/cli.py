@@ -22,6 +22,18 @@ from zerosearch_trl import __version__
 
 logger = logging.getLogger("zerosearch_trl")
 
+CONFIG_EPILOG = "Every option can also be set in a YAML recipe given with --config recipe.yaml; flags override it."
+
+
+def command_parser(command: str, dataclass_types: Sequence[type]) -> TrlParser:
+    """TRL's parser for one subcommand: named ``zerosearch-trl COMMAND`` in its usage line, ``--config`` in its help.
+
+    Example:
+        >>> command_parser("probe", [ProbeConfig]).prog
+        'zerosearch-trl probe'
+    """
+    return TrlParser(list(dataclass_types), prog=f"zerosearch-trl {command}", epilog=CONFIG_EPILOG)
+
 
 @dataclass
 class ProbeConfig:
@@ -125,7 +137,7 @@ def _run_simulate(argv: Sequence[str]) -> int:
     from zerosearch_trl.generation.factory import make_generator
     from zerosearch_trl.protocol import format_document
 
-    parser = TrlParser([SimulateConfig])
+    parser = command_parser("simulate", [SimulateConfig])
     (config,) = parser.parse_args_and_config(list(argv))
     backend = config.backend or ("openai" if config.base_url else "transformers")
     # Fail on a bad setting before a model loads.
@@ -157,7 +169,7 @@ def _run_simulate(argv: Sequence[str]) -> int:
 
 
 def _run_probe(argv: Sequence[str]) -> int:
-    (config,) = TrlParser([ProbeConfig]).parse_args_and_config(list(argv))
+    (config,) = command_parser("probe", [ProbeConfig]).parse_args_and_config(list(argv))
     report = probe(config)
     for sample in report["samples"][:4]:
         print(
@@ -172,7 +184,7 @@ def _run_probe(argv: Sequence[str]) -> int:
 def _run_make_demo(argv: Sequence[str]) -> int:
     from zerosearch_trl.demo import make_demo_task
 
-    (config,) = TrlParser([MakeDemoConfig]).parse_args_and_config(list(argv))
+    (config,) = command_parser("make-demo", [MakeDemoConfig]).parse_args_and_config(list(argv))
     task = make_demo_task(config.n_questions, config.seed, two_hop_fraction=config.two_hop_fraction)
     folder = task.save(config.output_dir)
     print(f"Wrote {len(task.dataset)} questions and {len(task.corpus)} passages to {folder}")

@@ -435,7 +435,7 @@ class CurriculumCallback(TrainerCallback, ExportableState):
         (0.2, [(5, 0.2)])
     """
 
-    def __new__(cls, target: object = None, *args: Any, **kwargs: Any) -> Any:
+    def __new__(cls, target: object = None, *args: Any, **kwargs: Any) -> CurriculumCallback:
         if isinstance(target, str) and target == _TARGET_PLACEHOLDER:
             return _CurriculumStandIn()
         return super().__new__(cls)
@@ -583,3 +583,11 @@ class CurriculumCallback(TrainerCallback, ExportableState):
         if saved_state is not None:
             self.schedule._load_state(saved_state)
         self.history = _history_from(saved["attributes"])
+
+
+# ``__new__`` takes ``*args`` for the stand-in above; show help(), IDEs and inspect the real arguments of ``__init__``.
+_init = inspect.signature(CurriculumCallback.__init__)
+CurriculumCallback.__signature__ = _init.replace(
+    parameters=list(_init.parameters.values())[1:], return_annotation=inspect.Signature.empty
+)
+del _init

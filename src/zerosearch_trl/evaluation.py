@@ -587,12 +587,11 @@ def check_eval_args(args: EvalArguments) -> None:
 
 def run_cli(argv: Sequence[str]) -> int:
     """``zerosearch-trl eval --datasets a.jsonl,b.parquet --engine simulated,bm25 [--corpus ...] [flags]``."""
-    from trl import TrlParser
-
+    from zerosearch_trl.cli import command_parser
     from zerosearch_trl.engines.factory import EngineSettings, make_engine, split_engine_settings
     from zerosearch_trl.models import is_default_model
 
-    args, settings = TrlParser([EvalArguments, EngineSettings]).parse_args_and_config(list(argv))
+    args, settings = command_parser("eval", [EvalArguments, EngineSettings]).parse_args_and_config(list(argv))
     check_eval_args(args)
     engine_settings = split_engine_settings(settings)
     style = args.prompt_style or ("one_shot" if is_default_model(args.model) else "zero_shot")

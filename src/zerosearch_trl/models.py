@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -125,7 +126,7 @@ def load_model(
     *,
     dtype: torch.dtype | str = "auto",
     device_map: str | dict | None = None,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a hub id, a local folder, or the embedded default.
 

@@ -7,7 +7,7 @@ prompts here, so that a fine-tuned simulator sees at training time exactly what 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 PromptStyle = Literal["zero_shot", "one_shot"]
 
@@ -64,7 +64,9 @@ def build_policy_prompt(question: str, style: PromptStyle = "zero_shot") -> list
     return [{"role": "user", "content": POLICY_TEMPLATES[style].format(question=question.strip())}]
 
 
-def render_policy_prompt(tokenizer, messages: Sequence[dict[str, str]], prefill: str | None = THINK_PREFILL) -> str:
+def render_policy_prompt(
+    tokenizer: Any, messages: Sequence[dict[str, str]], prefill: str | None = THINK_PREFILL
+) -> str:
     """Apply the chat template with a generation prompt, then append the assistant prefill (if any).
 
     The prefill belongs to the prompt: the policy's completion continues it.

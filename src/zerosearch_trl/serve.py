@@ -262,9 +262,9 @@ def make_engine(config: ServeConfig) -> SearchEngine:
 
 def run_cli(argv: Sequence[str]) -> int:
     """``zerosearch-trl serve [--config recipe.yaml] [flags]``."""
-    from trl import TrlParser
+    from zerosearch_trl.cli import command_parser
 
-    (config,) = TrlParser([ServeConfig]).parse_args_and_config(list(argv))
+    (config,) = command_parser("serve", [ServeConfig]).parse_args_and_config(list(argv))
     engine = make_engine(config)
     logger.info("Serving %s on http://%s:%d/retrieve", engine.name, config.host, config.port)
     serve(

@@ -171,9 +171,9 @@ class CheckArguments:
 
 def run_cli(argv: Sequence[str]) -> int:
     """``zerosearch-trl check-simulator --model simulator/merged --prompt_format finetuned [flags]``."""
-    from trl import TrlParser
+    from zerosearch_trl.cli import command_parser
 
-    (args,) = TrlParser([CheckArguments]).parse_args_and_config(list(argv))
+    (args,) = command_parser("check-simulator", [CheckArguments]).parse_args_and_config(list(argv))
     if args.questions is not None and not Path(args.questions).exists():
         raise FileNotFoundError(f"--questions {args.questions} does not exist.")
     if args.questions:

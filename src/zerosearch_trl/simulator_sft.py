@@ -31,10 +31,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from zerosearch_trl.engines.base import SearchEngine
 from zerosearch_trl.prompts import SIMULATOR_OUTPUT_FORMAT, simulator_messages
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def collect_simulator_data(
     correct: str = "exact_match",
     temperature: float = 0.0,
     **evaluate_kwargs: Any,
-) -> Any:
+) -> datasets.Dataset:
     """Play QA questions against a real ``engine`` and keep every (query, documents) pair, labelled.
 
     Args:
@@ -150,7 +153,7 @@ def make_simulator_sft_dataset(
     balance: bool = True,
     dedupe: bool = True,
     seed: int = 0,
-) -> Any:
+) -> datasets.Dataset:
     """Collected pairs -> TRL conversational prompt/completion rows for the simulator.
 
     Args:
@@ -395,11 +398,10 @@ class SimulatorSFTArguments:
 
 def run_collect_cli(argv: Sequence[str]) -> int:
     """``zerosearch-trl collect-simulator-data [--datasets ...] [--engine bm25 --corpus ...] [flags]``."""
-    from trl import TrlParser
-
+    from zerosearch_trl.cli import command_parser
     from zerosearch_trl.engines.factory import EngineSettings
 
-    parser = TrlParser([CollectArguments, EngineSettings])
+    parser = command_parser("collect-simulator-data", [CollectArguments, EngineSettings])
     parser.set_defaults(engine="bm25")
     args, settings = parser.parse_args_and_config(list(argv))
     pairs = _collect(args, settings)
@@ -410,11 +412,11 @@ def run_collect_cli(argv: Sequence[str]) -> int:
 def run_sft_cli(argv: Sequence[str]) -> int:
     """``zerosearch-trl sft-simulator [--pairs pairs.jsonl] [--model M] [flags]``."""
     import datasets as hf_datasets
-    from trl import TrlParser
 
+    from zerosearch_trl.cli import command_parser
     from zerosearch_trl.engines.factory import EngineSettings
 
-    (args,) = TrlParser([SimulatorSFTArguments]).parse_args_and_config(list(argv))
+    (args,) = command_parser("sft-simulator", [SimulatorSFTArguments]).parse_args_and_config(list(argv))
     _check_sft_settings(args.load_in_4bit, args.max_steps, args.learning_rate, args.lora_r)
     out = Path(args.output_dir)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:  # before collecting or loading anything

@@ -543,9 +543,12 @@ def make_parser() -> Any:
     """TRL's parser over the job's five dataclasses, with :data:`CPU_DEFAULTS` as defaults (flags and a
     ``--config`` YAML recipe override them)."""
     import torch
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
-    parser = TrlParser((SearchScriptArguments, EngineArguments, CurriculumArguments, SearchTrainingConfig, ModelConfig))
+    from zerosearch_trl.cli import command_parser
+
+    types = (SearchScriptArguments, EngineArguments, CurriculumArguments, SearchTrainingConfig, ModelConfig)
+    parser = command_parser("train", types)
     parser.set_defaults(**CPU_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available())
     return parser
 

@@ -44,7 +44,10 @@ class EngineSettings:
         0.3
     """
 
-    engine: str = field(default="simulated", metadata={"help": f"One of {', '.join(ENGINES)}."})
+    engine: str = field(
+        default="simulated",
+        metadata={"help": f"One of {', '.join(ENGINES)}; eval takes several, comma-separated (simulated,bm25)."},
+    )
     corpus: str | None = field(
         default=None,
         metadata={"help": "bm25/dense: a jsonl file of {id, title, text} or a saved index (default: the demo corpus)."},
