@@ -25,6 +25,15 @@ MODULES = [
     "zerosearch_trl.report",
     "zerosearch_trl.guards",
     "zerosearch_trl.curriculum",
+    "zerosearch_trl.models",
+    "zerosearch_trl.rollout",
+    "zerosearch_trl.evaluation",
+    "zerosearch_trl.simulator_sft",
+    "zerosearch_trl.simulator_check",
+    "zerosearch_trl.reinforce",
+    "zerosearch_trl.ppo",
+    "zerosearch_trl.cli",
+    "zerosearch_trl.engines.factory",
 ]
 
 

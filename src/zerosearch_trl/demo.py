@@ -33,7 +33,16 @@ _PROFESSIONS = ["botanist", "engineer", "composer", "cartographer", "chemist", "
 @dataclass
 class DemoTask:
     """A generated QA task: ``dataset`` in :func:`~zerosearch_trl.data.load_qa_dataset`'s format and its
-    ``corpus`` (columns ``id``, ``title``, ``text``)."""
+    ``corpus`` (columns ``id``, ``title``, ``text``).
+
+    Example:
+        >>> import tempfile
+        >>> task = make_demo_task(n_questions=4, seed=1)
+        >>> task.dataset.column_names
+        ['prompt', 'question', 'golden_answers', 'data_source', 'id']
+        >>> sorted(path.name for path in task.save(tempfile.mkdtemp()).iterdir())
+        ['corpus.jsonl', 'questions.jsonl']
+    """
 
     dataset: datasets.Dataset
     corpus: datasets.Dataset
@@ -84,6 +93,13 @@ def make_demo_task(
     Returns:
         A :class:`DemoTask` whose dataset has ``prompt``, ``question``, ``golden_answers``, ``data_source``
         (``"demo"``) and ``id``; the corpus has one passage per person, town and organisation.
+
+    Example:
+        >>> task = make_demo_task(n_questions=2, seed=7)
+        >>> task.dataset[0]["id"], task.dataset[0]["data_source"]
+        ('demo-7-0', 'demo')
+        >>> task.dataset["question"] == make_demo_task(n_questions=2, seed=7).dataset["question"]  # same seed, same task
+        True
     """
     if n_questions < 1:
         raise ValueError(f"n_questions must be >= 1, got {n_questions}.")

@@ -60,6 +60,12 @@ class EvaluationResult:
             ``golden_answers``, ``prediction``, the scores, ``searches``, ``documents``, ``turns``, ``completion``,
             ``error``).
         config: the settings of the run.
+
+    Example:
+        >>> rows = [{"exact_match": 1.0, "f1": 1.0}, {"exact_match": 0.0, "f1": 0.5}]
+        >>> result = EvaluationResult({"bm25": {"datasets": {"nq": summarize(rows)}, "overall": summarize(rows)}}, rows)
+        >>> result.overall["f1"], list(result.datasets)
+        (0.75, ['nq'])
     """
 
     engines: dict[str, dict[str, Any]]
@@ -124,6 +130,14 @@ def evaluate(
         ValueError: no dataset, no engine, a bad setting, or rows without gold answers; raised before any
             model loads.
         FileNotFoundError: a model folder or dataset file that does not exist.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> task = zs.make_demo_task(n_questions=8)
+        >>> engine = zs.BM25Engine.from_corpus(task.corpus, top_k=3)
+        >>> result = evaluate("default", task.dataset, engine, prompt_style="one_shot")  # doctest: +SKIP
+        >>> result.overall["n"], list(result.engines)  # doctest: +SKIP
+        (8, ['bm25'])
     """
     from zerosearch_trl.rollout import SearchRollout
 
@@ -254,6 +268,13 @@ def write_evaluation(result: EvaluationResult, output_dir: str | os.PathLike[str
 
     Returns:
         The path of ``report.md``.
+
+    Example:
+        >>> import tempfile
+        >>> rows = [{"exact_match": 1.0, "f1": 1.0}]
+        >>> result = EvaluationResult({"bm25": {"datasets": {"nq": summarize(rows)}, "overall": summarize(rows)}}, rows)
+        >>> write_evaluation(result, tempfile.mkdtemp(), plots=False).name
+        'report.md'
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,12 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None) -> PreTrainedT
 
     Args:
         name_or_path: hub id, local folder, or ``None``/``"default"`` for the embedded model.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> tokenizer = zs.load_tokenizer("Qwen/Qwen2.5-3B-Instruct")  # doctest: +SKIP
+        >>> tokenizer.padding_side, tokenizer.pad_token is not None  # doctest: +SKIP
+        ('left', True)
     """
     path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -62,6 +62,10 @@ class SearchPPOConfig(GRPOConfig):
         lam: GAE lambda (paper: 1.0).
         cliprange_value: clip range of the value loss around the values at generation time (paper: 0.5).
         whiten_advantages: normalise advantages to zero mean and unit variance over the batch's model tokens.
+
+    Example:
+        >>> SearchPPOConfig(output_dir="/tmp/ppo-doc", use_cpu=True, bf16=False, report_to="none").critic_learning_rate
+        1e-05
     """
 
     critic_model_name_or_path: str | None = field(

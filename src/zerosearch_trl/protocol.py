@@ -46,6 +46,12 @@ class Action:
         content: the stripped query or answer; empty for invalid actions.
         end: character offset just after the action's closing tag (0 for invalid actions); text after it
             was generated past the action and is not acted upon.
+
+    Example:
+        >>> parse_action("<answer> Paris </answer> and more")
+        Action(kind='answer', content='Paris', end=24)
+        >>> parse_action("Paris")
+        Action(kind='invalid', content='', end=0)
     """
 
     kind: Literal["search", "answer", "invalid"]

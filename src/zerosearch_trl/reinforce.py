@@ -71,6 +71,14 @@ class SearchReinforceConfig(GRPOConfig):
 
     Args:
         reinforce_baseline: ``"batch_mean"`` (default: unbiased, lower variance) or ``"none"`` (the paper's code).
+
+    Example:
+        >>> SearchReinforceConfig(output_dir="/tmp/reinforce-doc", use_cpu=True, bf16=False, report_to="none").reinforce_baseline
+        'batch_mean'
+        >>> SearchReinforceConfig(output_dir="/tmp/reinforce-doc", reinforce_baseline="mean")
+        Traceback (most recent call last):
+        ...
+        ValueError: reinforce_baseline must be one of batch_mean, none, got 'mean'.
     """
 
     reinforce_baseline: str = field(

@@ -93,6 +93,15 @@ class SearchRollout:
     """TRL ``rollout_func`` that plays multi-turn search episodes against ``engine``.
 
     Build it with :func:`make_search_rollout`; call it as TRL does, ``rollout(prompts, trainer)``.
+
+    Example:
+        >>> class NoResults:  # any search engine
+        ...     name, top_k = "none", 1
+        ...     def search(self, requests):
+        ...         return [[] for _ in requests]
+        >>> rollout = make_search_rollout(NoResults(), max_turns=3)
+        >>> isinstance(rollout, SearchRollout), rollout.max_turns, rollout.prefill
+        (True, 3, '<think>')
     """
 
     def __init__(

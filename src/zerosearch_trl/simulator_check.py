@@ -56,6 +56,16 @@ def check_simulator(
 
     Returns:
         The metrics, the counts behind them and a few sample results (JSON-ready).
+
+    Example:
+        >>> import datasets, zerosearch_trl as zs
+        >>> class Leaky:  # a stand-in simulator whose every result, useful or noisy, holds the answer
+        ...     name = "leaky"
+        ...     def generate(self, prompts, params):  # it continues the "(Title:" prefill
+        ...         return [zs.Generation(" Lyon) Lyon is a city in France.") for _ in prompts]
+        >>> rows = datasets.Dataset.from_list([{"question": "Where is Lyon?", "golden_answers": ["France"]}])
+        >>> check_simulator(Leaky(), rows, top_k=1)["noisy_leak_rate"]  # every noisy result leaks: not fit to train on
+        1.0
     """
     from zerosearch_trl.data import load_qa_dataset
     from zerosearch_trl.engines.simulated import PLACEHOLDER_TEXT, SimulatedSearchEngine, default_per_document
@@ -124,7 +134,15 @@ def check_simulator(
 
 
 def write_simulator_check(report: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
-    """Write ``simulator_check.json`` and ``simulator_check.md``; returns the markdown's path."""
+    """Write ``simulator_check.json`` and ``simulator_check.md``; returns the markdown's path.
+
+    Example:
+        >>> import tempfile
+        >>> rates = ("useful_answer_rate", "noisy_leak_rate", "format_valid_rate", "distinct_documents", "distinct_bigrams")
+        >>> report = {"questions": 1, "top_k": 5, "prompt_format": "finetuned", "samples": [], **dict.fromkeys(rates, 0.5)}
+        >>> write_simulator_check(report, tempfile.mkdtemp()).name
+        'simulator_check.md'
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulator_check.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -76,6 +76,14 @@ def collect_simulator_data(
 
     Raises:
         ValueError: the engine returned no document for any query (nothing to learn from), or a bad ``correct``.
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> task = zs.make_demo_task(n_questions=16)
+        >>> engine = zs.BM25Engine.from_corpus(task.corpus, top_k=5)
+        >>> pairs = collect_simulator_data("default", task.dataset, engine, prompt_style="one_shot")  # doctest: +SKIP
+        >>> pairs.column_names[:5]  # doctest: +SKIP
+        ['query', 'question', 'golden_answers', 'documents', 'label']
     """
     import datasets as hf_datasets
 
@@ -169,6 +177,13 @@ def make_simulator_sft_dataset(
     Returns:
         A ``datasets.Dataset`` with ``prompt`` (the user message ``SimulatedSearchEngine`` sends with
         ``prompt_format="finetuned"``), ``completion`` (the assistant message) and ``label``.
+
+    Example:
+        >>> docs = [{"title": "Lyon", "text": "Lyon is a city in France."}]
+        >>> pair = {"query": "Lyon country", "question": "Where is Lyon?", "golden_answers": ["France"], "documents": docs}
+        >>> sft = make_simulator_sft_dataset([{**pair, "label": "useful"}, {**pair, "label": "noisy"}], top_k=1)
+        >>> sorted(sft["label"]), sft[0]["completion"]
+        (['noisy', 'useful'], [{'role': 'assistant', 'content': '(Title: Lyon) Lyon is a city in France.'}])
     """
     import datasets as hf_datasets
 
@@ -281,6 +296,15 @@ def train_simulator(
     Raises:
         ValueError: QLoRA without a GPU, an empty dataset, a bad setting, or an output folder holding another run;
             all raised before any model loads.
+
+    Example:
+        >>> folder = train_simulator("default", sft, output_dir="simulator", merge=True)  # doctest: +SKIP
+        >>> folder.name  # doctest: +SKIP
+        'merged'
+        >>> train_simulator("default", None, output_dir="simulator", max_steps=0)  # checked before any model loads
+        Traceback (most recent call last):
+        ...
+        ValueError: Need max_steps >= 1, learning_rate > 0, lora_r >= 1; got 0, 0.0002, 16.
     """
     import torch
 

@@ -44,6 +44,13 @@ class Document:
         text: its text.
         meta: at least ``engine`` (name), ``label`` (``"useful"``/``"noisy"`` for simulated documents, ``None``
             for real ones) and ``contains_answer`` (whether a gold answer appears in it, ``None`` if unknown).
+
+    Example:
+        >>> doc = Document("Lyon", "Lyon is a city in France.", meta={"engine": "bm25"})
+        >>> doc.contents
+        'Lyon\\nLyon is a city in France.'
+        >>> contains_answer(doc, ["France"])
+        True
     """
 
     title: str
@@ -65,7 +72,16 @@ def contains_answer(document: Document, golden_answers: Sequence[str]) -> bool |
 
 @runtime_checkable
 class SearchEngine(Protocol):
-    """Anything with a ``name``, a ``top_k`` and a batched ``search``."""
+    """Anything with a ``name``, a ``top_k`` and a batched ``search``.
+
+    Example:
+        >>> class Echo:  # no base class needed: the protocol is structural
+        ...     name, top_k = "echo", 1
+        ...     def search(self, requests):
+        ...         return [[Document("", request.query)] for request in requests]
+        >>> isinstance(Echo(), SearchEngine), Echo().search([SearchRequest("Lyon")])[0][0].text
+        (True, 'Lyon')
+    """
 
     name: str
     top_k: int

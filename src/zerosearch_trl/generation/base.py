@@ -61,6 +61,10 @@ class Generation:
         token_ids: generated token ids, when the backend exposes them; they end with the EOS token when the
             model emitted one.
         logprobs: the sampling log-probability of each generated token, when the backend gives them.
+
+    Example:
+        >>> Generation("<search> Lyon </search>", token_ids=[5, 6, 7])
+        Generation(text='<search> Lyon </search>', finish_reason='stop', token_ids=[5, 6, 7], logprobs=None)
     """
 
     text: str
@@ -71,7 +75,16 @@ class Generation:
 
 @runtime_checkable
 class TextGenerator(Protocol):
-    """A batched text generator. Implementations: transformers (in-process), OpenAI-compatible HTTP, vLLM."""
+    """A batched text generator. Implementations: transformers (in-process), OpenAI-compatible HTTP, vLLM.
+
+    Example:
+        >>> class Prefix:  # no base class needed: the protocol is structural
+        ...     name = "prefix"
+        ...     def generate(self, prompts, params):
+        ...         return [Generation(str(p)[: params.max_new_tokens], "length") for p in prompts]
+        >>> isinstance(Prefix(), TextGenerator), Prefix().generate(["Lyon is"], GenerationParams(max_new_tokens=4))
+        (True, [Generation(text='Lyon', finish_reason='length', token_ids=None, logprobs=None)])
+    """
 
     name: str
 
