@@ -1,6 +1,6 @@
 """GRPO, REINFORCE and PPO side by side: the same short CPU run of the main job, one after the other in one session.
 
-    python benchmarks/bench_algorithms.py [--max-steps 3] [--algorithms grpo,reinforce,ppo] [--keep DIR]
+    python benchmarks/bench_algorithms.py [--max-steps 3] [--algorithms grpo,reinforce,ppo] [--keep DIR] [--replot]
 
 Each run is ``zerosearch-trl train --algorithm A`` with the CPU defaults (embedded model, same warm start, same seed,
 same demo questions), in its own process under ``/usr/bin/time -v`` for the peak resident memory. Reports seconds
@@ -55,8 +55,12 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
     figure = Figure(figsize=(6, 3.5))
     axes = figure.add_subplot()
-    for algorithm, result in results.items():
-        axes.plot(range(1, len(result["reward"]) + 1), result["reward"], marker="o", label=algorithm)
+    # distinct markers and dashes: same-seed runs can share a curve (GRPO and REINFORCE sample the same first episodes)
+    styles = [("o", "-", 9), ("s", "--", 6), ("^", ":", 6)]
+    for (algorithm, result), (marker, line, size) in zip(results.items(), styles * len(results)):
+        steps = range(1, len(result["reward"]) + 1)
+        axes.plot(steps, result["reward"], marker=marker, linestyle=line, markersize=size, label=algorithm)
+        axes.set_xticks(list(steps))
     axes.set_xlabel("optimisation step")
     axes.set_ylabel("mean reward (F1 + format)")
     axes.set_title("Embedded model, CPU defaults: reward per step")
@@ -70,7 +74,11 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--algorithms", default="grpo,reinforce,ppo")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the runs here (default: a temporary folder).")
+    parser.add_argument("--replot", action="store_true", help="Only redraw the plot from results/algorithms.json.")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / "algorithms.json").read_text())["runs"], RESULTS / "algorithms.png")
+        return
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-algorithms-"))
     results = {name: run(name, args.max_steps, root / name) for name in args.algorithms.split(",")}
     plot(results, RESULTS / "algorithms.png")
