@@ -58,3 +58,15 @@ def test_missing_package_names_install_command(monkeypatch):
 def test_cache_dir_env_override(monkeypatch, tmp_path):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "c"))
     assert models.cache_dir() == tmp_path / "c"
+
+
+def test_inference_device_is_this_process_gpu_or_cpu(monkeypatch):
+    # Without a GPU the real answer is the CPU. The GPU branch is checked by pretending CUDA exists: it only
+    # names the device that from_pretrained(device_map=...) gets (benchmarks/bench_algorithms.py --gpu runs it).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.inference_device() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert models.inference_device() == "cuda:0"
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert models.inference_device() == "cuda:3"

@@ -66,7 +66,7 @@ def probe(config: ProbeConfig) -> dict:
     from zerosearch_trl.data import load_qa_dataset
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.generation.base import GenerationParams
-    from zerosearch_trl.models import load_model
+    from zerosearch_trl.models import inference_device, load_model
     from zerosearch_trl.warmstart import well_formed_search_share
 
     params = GenerationParams(
@@ -79,7 +79,7 @@ def probe(config: ProbeConfig) -> dict:
         questions = load_qa_dataset(config.dataset, limit=config.n_samples)["question"]
     else:
         questions = make_demo_task(config.n_samples, seed=config.seed).dataset["question"]
-    model, tokenizer = load_model(config.model)
+    model, tokenizer = load_model(config.model, device_map=inference_device())
     report = well_formed_search_share(
         model,
         tokenizer,

@@ -400,9 +400,9 @@ def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[
     from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
 
     if model is None or isinstance(model, (str, os.PathLike)):
-        from zerosearch_trl.models import load_model
+        from zerosearch_trl.models import inference_device, load_model
 
-        loaded, loaded_tokenizer = load_model(model)
+        loaded, loaded_tokenizer = load_model(model, device_map=inference_device())
         loaded.eval()
         generator = TransformersGenerator(loaded, tokenizer or loaded_tokenizer, batch_size=batch_size)
         return generator.generate_ids, generator.tokenizer, eos_token_ids(loaded, generator.tokenizer)

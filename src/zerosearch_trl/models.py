@@ -158,6 +158,20 @@ def load_model(
     return model, tokenizer
 
 
+def inference_device() -> str | None:
+    """Where a model loaded only to generate goes (a simulator, a policy under evaluation): this process's GPU,
+    ``cuda:<LOCAL_RANK>`` under ``accelerate launch``, when there is one; ``None`` (the CPU) otherwise.
+
+    Left on the CPU of a GPU machine, such a model would make every search or evaluation wait on CPU decoding.
+
+    Example:
+        >>> model, tokenizer = load_model("default", device_map=inference_device())  # doctest: +SKIP
+    """
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
 def load_default_model(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the embedded SmolLM2-135M-Instruct as a trainable model (~135M parameters).
 

@@ -18,9 +18,10 @@ def make_generator(
     """Create a :class:`~zerosearch_trl.generation.base.TextGenerator`.
 
     Args:
-        backend: ``"transformers"`` (in-process; ``model`` is a hub id, folder or ``"default"``), ``"openai"``
-            (``base_url`` of an OpenAI-compatible server; ``model`` is the served name, ``None``/``"default"``
-            = the server's first) or ``"vllm"`` (in-process ``vllm.LLM``; GPU only).
+        backend: ``"transformers"`` (in-process, on this process's GPU when there is one; ``model`` is a hub id,
+            folder or ``"default"``), ``"openai"`` (``base_url`` of an OpenAI-compatible server; ``model`` is the
+            served name, ``None``/``"default"`` = the server's first) or ``"vllm"`` (in-process ``vllm.LLM``; GPU
+            only).
         base_url: the server's API root, for ``"openai"``.
         batch_size: prompts per ``generate`` call, for ``"transformers"``.
         max_concurrency: requests in flight, for ``"openai"``.
@@ -47,7 +48,7 @@ def make_generator(
 
         return VLLMGenerator(str(default_model_path()) if model in (None, "default") else model)
     from zerosearch_trl.generation.transformers import TransformersGenerator
-    from zerosearch_trl.models import load_model
+    from zerosearch_trl.models import inference_device, load_model
 
-    loaded, tokenizer = load_model(model)
+    loaded, tokenizer = load_model(model, device_map=inference_device())
     return TransformersGenerator(loaded, tokenizer, batch_size=batch_size)
