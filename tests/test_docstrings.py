@@ -34,6 +34,7 @@ MODULES = [
     "zerosearch_trl.ppo",
     "zerosearch_trl.cli",
     "zerosearch_trl.engines.factory",
+    "zerosearch_trl.train",
 ]
 
 

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from zerosearch_trl.cli import main
-from zerosearch_trl.train import check_config, make_parser
+from zerosearch_trl.train import check_config, make_parser, model_load_kwargs
 
 
 def parse(*argv: str):
@@ -172,3 +172,15 @@ def test_ppo_run_reports_the_critic(tmp_path, tiny_model_dir):
     report = (out / "report.md").read_text()
     assert "| algorithm | ppo |" in report and "`ppo/value_loss`" in report and "](plots/critic.png)" in report
     assert (out / "critic" / "config.json").exists() and (out / "checkpoint-1" / "critic_state.pt").exists()
+
+
+def test_model_flags_reach_from_pretrained():
+    """--attn_implementation, --model_revision and QLoRA's --load_in_4bit are passed to from_pretrained."""
+    from trl import ModelConfig
+
+    assert model_load_kwargs(ModelConfig()) == {}
+    kwargs = model_load_kwargs(
+        ModelConfig(load_in_4bit=True, dtype="bfloat16", attn_implementation="sdpa", model_revision="v1")
+    )
+    assert kwargs["attn_implementation"] == "sdpa" and kwargs["revision"] == "v1"
+    assert kwargs["quantization_config"].load_in_4bit and kwargs["device_map"] is None  # no GPU here: CPU

@@ -343,6 +343,31 @@ def _engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, Any]:
     return engine, heldout
 
 
+def model_load_kwargs(model_args: Any) -> dict[str, Any]:
+    """The ``from_pretrained`` arguments that a ``trl.ModelConfig`` holds besides the model and its dtype: the
+    revision, the attention kernel, and QLoRA's quantization (placed on this process's GPU at load time).
+
+    Example:
+        >>> from trl import ModelConfig
+        >>> model_load_kwargs(ModelConfig(attn_implementation="eager", model_revision="v2"))
+        {'revision': 'v2', 'attn_implementation': 'eager'}
+    """
+    from trl import get_quantization_config
+
+    from zerosearch_trl.models import inference_device
+
+    kwargs: dict[str, Any] = {}
+    if model_args.model_revision not in (None, "main"):
+        kwargs["revision"] = model_args.model_revision
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = inference_device()
+    return kwargs
+
+
 def _probe(model: Any, tokenizer: Any, questions: Sequence[str], script_args: SearchScriptArguments, style: str):
     from zerosearch_trl.warmstart import well_formed_search_share
 
@@ -416,7 +441,8 @@ def train(
     resuming = bool(training_args.resume_from_checkpoint)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    model, tokenizer = load_model(model_args.model_name_or_path, dtype=dtype or "auto")
+    load_kwargs = model_load_kwargs(model_args)
+    model, tokenizer = load_model(model_args.model_name_or_path, dtype=dtype or "auto", **load_kwargs)
     questions = list(heldout["question"])
     probe_start = _probe(model, tokenizer, questions, script_args, style)
     warm = script_args.warm_start if script_args.warm_start is not None else default_model
@@ -436,7 +462,8 @@ def train(
         # warm-started policy, the start of RL, and not the original checkpoint.
         model.save_pretrained(warm_dir / "model")
         tokenizer.save_pretrained(warm_dir / "model")
-        model, tokenizer = load_model(warm_dir / "model", dtype=dtype or "auto")
+        load_kwargs.pop("revision", None)  # a local folder now
+        model, tokenizer = load_model(warm_dir / "model", dtype=dtype or "auto", **load_kwargs)
     probe_after_warm_start = _probe(model, tokenizer, questions, script_args, style) if warm and not resuming else None
 
     engine, heldout_engine = _engines(engine_args, model_args)
@@ -491,6 +518,8 @@ def train(
         "engine": {"name": engine.name, "stats": engine.stats.as_dict() if hasattr(engine, "stats") else None},
         "guard_events": [str(event) for event in guard.events],
     }
+    if torch.cuda.is_available():  # this process's peak: policy, reference model and an in-process simulator
+        summary["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     searching = " / ".join(
         "-" if shares is None else f"{shares['search']:.2f}"
         for shares in (probe_start, probe_after_warm_start, probe_end)
