@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 from transformers import TrainerControl, TrainerState
 
-from zerosearch_trl.guards import GuardEvent, TrainingGuardCallback
+from zerosearch_trl.guards import GuardEvent, TrainingGuardCallback, all_finite
 
-ALL_OFF = {"nan_reward": "off", "collapse": "off", "tool_skip": "off", "all_truncated": "off"}
+ALL_OFF = {"nan_reward": "off", "collapse": "off", "tool_skip": "off", "all_truncated": "off", "nonfinite_grad": "off"}
 
 
 def guard_with(patience: int = 5, collapse_threshold: float = 0.0, **modes: str) -> TrainingGuardCallback:
@@ -143,3 +144,37 @@ def test_real_grpo_run_stops_early_on_nan_rewards(tmp_path, tokenizer):
     assert (event.guard, event.step, event.action, event.value) == ("nan_reward", 1, "stop", None)
     # TRL logs an all-NaN step's reward as None (null): that is what the guard saw.
     assert trainer.state.log_history[0]["reward"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["warn", "off"])
+def test_real_grpo_step_with_nan_gradients_leaves_the_weights_unchanged(tmp_path, tokenizer, mode, caplog):
+    from helpers import tiny_grpo_trainer
+
+    def length_reward(completions, **kwargs):
+        return [float(len(completion)) for completion in completions]
+
+    guard = TrainingGuardCallback(all_truncated="off", nonfinite_grad=mode)
+    trainer = tiny_grpo_trainer(tokenizer, tmp_path, [length_reward], [guard], max_steps=1)
+    # A NaN in one gradient, as a bf16 overflow would leave it; gradient clipping then spreads it to all of them.
+    embeddings = trainer.model.get_input_embeddings().weight
+    embeddings.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+
+    after = dict(trainer.model.named_parameters())
+    assert trainer.state.global_step == 1
+    if mode == "off":  # what the guard prevents: the optimizer writes NaN into the weights
+        assert not torch.isfinite(after["model.embed_tokens.weight"]).all()
+        assert guard.events == []
+        return
+    assert all(torch.equal(before[name], p.detach()) for name, p in after.items())
+    [event] = guard.events
+    assert (event.guard, event.step, event.action, guard.skipped_steps) == ("nonfinite_grad", 1, "warn", 1)
+    assert "skipped and the weights are unchanged" in caplog.text
+
+
+def test_all_finite():
+    assert all_finite([torch.ones(3), torch.zeros(2, 2)]) and all_finite([])
+    assert not all_finite([torch.ones(3), torch.tensor([0.0, float("nan")])])
+    assert not all_finite([torch.tensor([float("-inf")])])

@@ -196,3 +196,31 @@ def test_a_lora_policy_gets_a_lora_critic(tmp_path, tokenizer, tiny_model_dir):
     params = dict(critic.named_parameters())
     assert all(torch.equal(frozen_before[n], params[n].detach()) for n in frozen_before)
     assert any(not torch.equal(head_before[n], params[n].detach()) for n in head_before)
+
+
+def test_a_nan_critic_gradient_skips_the_critic_update(tmp_path, tokenizer, tiny_model_dir, caplog):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.generate = scripted_generate(tokenizer, wrong_answer_rows={1})
+    trainer = SearchPPOTrainer(
+        model=model,
+        reward_funcs=[f1_reward],
+        args=ppo_config(
+            tmp_path,
+            per_device_train_batch_size=2,
+            num_generations=2,
+            max_completion_length=128,
+            max_steps=1,
+            critic_learning_rate=1e-2,
+        ),  # fmt: skip
+        train_dataset=qa_dataset(["Where is Alpha?"]),
+        processing_class=tokenizer,
+        rollout_func=make_search_rollout(RecordingEngine()),
+    )
+    critic = trainer.critic
+    critic.score.weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    before = {n: p.detach().clone() for n, p in critic.named_parameters()}
+    trainer.train()
+    assert all(torch.equal(before[n], p.detach()) for n, p in critic.named_parameters())
+    assert "the critic's gradients hold NaN or inf; its update was skipped" in caplog.text

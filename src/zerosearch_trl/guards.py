@@ -6,7 +6,11 @@
 - ``collapse``: the ``reward`` stays at or below a threshold for ``patience`` logged steps after having been above it;
 - ``tool_skip``: no episode searched (``search/episodes_with_search == 0``) for ``patience`` logged steps;
 - ``all_truncated``: every completion hit the length limit (``completions/clipped_ratio == 1``) for ``patience``
-  logged steps.
+  logged steps;
+- ``nonfinite_grad``: an optimisation step's gradients hold NaN or inf. Unlike the others it acts before the step,
+  not from the logs: the step's gradients are dropped, so the optimizer leaves the weights as they were. One such
+  step would otherwise turn every weight into NaN, and the next sampling call would fail (on CUDA, with a
+  device-side assert that ends the process).
 
 Each guard is ``"off"``, ``"warn"`` (a ``logging`` warning naming the metric, its value, the step and what to try)
 or ``"stop"`` (the warning, then ``control.should_training_stop = True``). A guard fires once per streak and fires
@@ -17,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from zerosearch_trl.report import is_finite_number
@@ -40,7 +45,7 @@ class GuardEvent:
     """One firing of a guard.
 
     Attributes:
-        guard: ``"nan_reward"``, ``"collapse"``, ``"tool_skip"`` or ``"all_truncated"``.
+        guard: ``"nan_reward"``, ``"collapse"``, ``"tool_skip"``, ``"all_truncated"`` or ``"nonfinite_grad"``.
         step: the trainer's global step when it fired.
         metric: the logged key that tripped it.
         value: that key's value (``None`` where it was logged as null).
@@ -65,13 +70,17 @@ class GuardEvent:
 
 
 class TrainingGuardCallback(TrainerCallback):
-    """Warns about, or stops, a run whose logged metrics show NaN rewards, reward collapse, tool-skip or truncation.
+    """Warns about, or stops, a run whose logged metrics show NaN rewards, reward collapse, tool-skip or truncation;
+    skips optimisation steps whose gradients are not finite.
 
     Args:
         nan_reward: mode of the NaN/inf reward guard; it fires on the first such step.
         collapse: mode of the reward-collapse guard.
         tool_skip: mode of the guard for episodes that stop searching altogether.
         all_truncated: mode of the guard for steps where every completion is truncated.
+        nonfinite_grad: mode of the guard for NaN/inf gradients: ``"warn"`` and ``"stop"`` both drop the step's
+            gradients (the weights stay as they were); ``"stop"`` then ends training; ``"off"`` lets the optimizer
+            apply them.
         patience: consecutive logged steps that the collapse, tool-skip and truncation conditions must hold.
         collapse_threshold: the reward at or below which a step counts towards collapse (once the reward has been
             above it).
@@ -94,6 +103,7 @@ class TrainingGuardCallback(TrainerCallback):
         collapse: GuardMode = "warn",
         tool_skip: GuardMode = "warn",
         all_truncated: GuardMode = "warn",
+        nonfinite_grad: GuardMode = "warn",
         patience: int = 5,
         collapse_threshold: float = 0.0,
     ) -> None:
@@ -102,6 +112,7 @@ class TrainingGuardCallback(TrainerCallback):
             "collapse": collapse,
             "tool_skip": tool_skip,
             "all_truncated": all_truncated,
+            "nonfinite_grad": nonfinite_grad,
         }
         for name, mode in self.modes.items():
             if mode not in MODES:
@@ -115,6 +126,23 @@ class TrainingGuardCallback(TrainerCallback):
         self.events: list[GuardEvent] = []
         self._streaks = dict.fromkeys(self.modes, 0)
         self._best_reward: float | None = None
+        self.skipped_steps = 0
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments | None, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        optimizer = kwargs.get("optimizer")
+        if self.modes["nonfinite_grad"] == "off" or optimizer is None:
+            return control
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if all_finite(p.grad for p in params):
+            return control
+        for param in params:
+            param.grad = None  # torch optimizers skip a parameter without a gradient: no update, no moment change
+        self.skipped_steps += 1
+        # state.global_step counts finished steps: the one being skipped is the next.
+        self._fire("nonfinite_grad", "grad_norm", float("nan"), state.global_step + 1, state, control)
+        return control
 
     def on_log(
         self,
@@ -166,6 +194,24 @@ class TrainingGuardCallback(TrainerCallback):
             logger.warning("[guard %s] %s", guard, message)
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, agreed by all processes (with sharded gradients, one
+    rank's NaN must skip the step on every rank). One device synchronisation per call.
+
+    Example:
+        >>> all_finite([torch.ones(2), torch.tensor([1.0, float("inf")])])
+        False
+    """
+    flags = [torch.isfinite(t).all() for t in tensors]
+    if flags:
+        finite = torch.stack(flags).all().to(torch.int32)
+    else:  # still takes part in the all-reduce below, on the device the collective expects
+        finite = torch.ones((), dtype=torch.int32, device="cuda" if torch.cuda.is_available() else "cpu")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 _DESCRIPTIONS = {
     "nan_reward": (
         "`{metric}` is {value}. Check the reward functions for NaN/None returns (e.g. a dataset row without its "
@@ -185,5 +231,10 @@ _DESCRIPTIONS = {
         "`{metric}` is {value}: every completion hit `max_completion_length` for {self.patience} logged steps, so "
         "none ends with an answer. Raise `max_completion_length`, lower `max_turns` or the number of documents per "
         "search (observations take room), or check the EOS token."
+    ),
+    "nonfinite_grad": (
+        "the gradients hold NaN or inf; this step was skipped and the weights are unchanged "
+        "({self.skipped_steps} skipped so far). Once in a while is harmless; if it repeats, lower the learning rate, "
+        "train in bf16 or fp32 rather than fp16, or try another attention kernel (`--attn_implementation eager`)."
     ),
 }

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from trl import GRPOConfig
 
+from zerosearch_trl.guards import all_finite
 from zerosearch_trl.reinforce import EpisodeRewardTrainer
 
 logger = logging.getLogger(__name__)
@@ -362,7 +363,14 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
         if self._step % self.current_gradient_accumulation_steps == 0:  # GRPOTrainer counts micro-steps in _step
             if self.args.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.args.max_grad_norm)
-            self.critic_optimizer.step()
+            # As TrainingGuardCallback does for the policy: a NaN or inf gradient must not reach the weights.
+            if all_finite(p.grad for p in self.critic.parameters() if p.grad is not None):
+                self.critic_optimizer.step()
+            else:
+                logger.warning(
+                    "Step %d: the critic's gradients hold NaN or inf; its update was skipped.",
+                    self.state.global_step + 1,
+                )
             self.critic_optimizer.zero_grad(set_to_none=True)
         return loss
 
