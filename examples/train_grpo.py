@@ -52,7 +52,10 @@ def main(max_steps: int = 4, n_questions: int = 128, warm_start_steps: int = 24,
         train_dataset=task.dataset,
         reward_funcs=[zs.f1_reward, zs.format_reward],  # add your own: any function with TRL's reward signature
         rollout_func=zs.make_search_rollout(engine, max_turns=2),  # <search> -> <information> -> <answer>
+        callbacks=[zs.TrainingGuardCallback()],  # warns on NaN rewards, collapse...; skips NaN-gradient steps
     )
+    if torch.cuda.is_available():
+        zs.disable_cudnn_attention()  # its bf16 kernel turns left-padded rows into NaN gradients
     # The curriculum: noise probability from 0 to 0.5 on the paper's exponential schedule (base 4).
     zs.CurriculumCallback(engine, zs.ExponentialSchedule(p_start=0.0, p_end=0.5, base=4)).attach(trainer)
     trainer.train()

@@ -172,6 +172,25 @@ def inference_device() -> str | None:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
+def disable_cudnn_attention() -> None:
+    """Keep PyTorch's scaled-dot-product attention off its cuDNN kernel (the flash, memory-efficient and math
+    kernels stay available). :func:`~zerosearch_trl.train.train` calls it on CUDA machines.
+
+    RL batches are left-padded, so the attention rows of padding positions are fully masked. In bf16 on an H200
+    (torch 2.11), the cuDNN kernel returns non-zero outputs for such rows and NaN gradients, which reach every
+    weight although the loss never reads those rows; PyTorch picks that kernel by itself under bf16 autocast. The
+    memory-efficient and math kernels return zeros and finite gradients (``benchmarks/bench_sdpa_padding.py``).
+    Call it yourself before training when you build the trainer by hand.
+
+    Example:
+        >>> disable_cudnn_attention()
+        >>> torch.backends.cuda.cudnn_sdp_enabled()
+        False
+        >>> torch.backends.cuda.enable_cudnn_sdp(True)  # restore, for the other examples
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def load_default_model(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the embedded SmolLM2-135M-Instruct as a trainable model (~135M parameters).
 

@@ -420,7 +420,7 @@ def train(
     from zerosearch_trl.curriculum import CurriculumCallback
     from zerosearch_trl.evaluation import SearchEvalCallback
     from zerosearch_trl.guards import TrainingGuardCallback
-    from zerosearch_trl.models import is_default_model, load_model
+    from zerosearch_trl.models import disable_cudnn_attention, is_default_model, load_model
     from zerosearch_trl.report import MetricsJsonlCallback, summary_lines, write_report
     from zerosearch_trl.rollout import make_search_rollout
     from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start
@@ -432,6 +432,8 @@ def train(
     model_args = model_args or ModelConfig()
     check_config(script_args, engine_args, curriculum_args, training_args, model_args)
     started = time.monotonic()
+    if torch.cuda.is_available():
+        disable_cudnn_attention()  # NaN gradients from left-padded rows in bf16 (see its docstring)
 
     default_model = is_default_model(model_args.model_name_or_path)
     style = script_args.prompt_style or ("one_shot" if default_model else "zero_shot")
