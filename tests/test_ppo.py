@@ -133,6 +133,8 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
     critic = trainer.critic
     # the critic starts from the policy's checkpoint: same backbone weights
     assert torch.equal(critic.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    # and checkpoints its activations as the policy does (TRL's default), or its backward would hold them all
+    assert trainer.args.gradient_checkpointing and critic.is_activation_checkpointing
     seen = []
     compute_loss = trainer._compute_loss
 

@@ -231,7 +231,10 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
             logger.warning("beta=0: PPO runs without a KL penalty and TRL loads no reference model.")
         check_ppo_config(config)
         super().__init__(*args, **kwargs)
-        self.critic = self.accelerator.prepare(critic if critic is not None else self._load_critic(kwargs))
+        critic = critic if critic is not None else self._load_critic(kwargs)
+        if self.args.gradient_checkpointing:
+            self._checkpoint_activations(critic)
+        self.critic = self.accelerator.prepare(critic)
         trainable = [p for p in self.critic.parameters() if p.requires_grad]
         self.critic_optimizer = torch.optim.AdamW(trainable, lr=self.args.critic_learning_rate)
 
@@ -268,6 +271,18 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
                 ),
             )
         return critic
+
+    def _checkpoint_activations(self, critic: Any) -> None:
+        """Activation checkpointing for the critic, with the policy's settings: the value loss backpropagates
+        through the critic over the same long episodes, and without it the critic would keep every layer's
+        activations, which the policy does not."""
+        settings = self.args.gradient_checkpointing_kwargs or {}
+        # transformers 5.x renamed the method; the old name is a deprecated alias, the only one in early 5.x.
+        enable = getattr(critic, "activation_checkpointing_enable", None) or critic.gradient_checkpointing_enable
+        enable(settings)
+        if settings.get("use_reentrant", True) and hasattr(critic, "enable_input_require_grads"):
+            critic.enable_input_require_grads()  # reentrant checkpoints pass no gradient to frozen embeddings' users
+        critic.config.use_cache = False
 
     def _values(self, inputs: dict[str, Any]) -> torch.Tensor:
         """The critic's value of the state before each completion token, ``(batch, completion tokens)``."""
