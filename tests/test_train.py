@@ -57,6 +57,7 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--simulator_backend", "openai"], "needs --simulator_base_url"),
         (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
         (["--per_device_train_batch_size", "6", "--num_generations", "4"], "divisible by num_generations \\(4\\)"),
+        (["--use_peft", "--load_in_4bit", "--dtype", "auto"], "QLoRA computes in --dtype, which is 'auto'"),
     ],
 )
 def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_dir, argv, message):

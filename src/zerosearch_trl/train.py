@@ -294,6 +294,10 @@ def check_config(
     if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
         import torch
 
+        if model_args.dtype == "auto":
+            raise ValueError(
+                f"QLoRA computes in --dtype, which is {model_args.dtype!r}: name one, e.g. --dtype bfloat16."
+            )
         if not torch.cuda.is_available():
             raise ValueError("QLoRA (load_in_4bit/load_in_8bit) needs a CUDA GPU; on CPU use LoRA (--use_peft).")
 
