@@ -168,25 +168,31 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
     assert (tmp_path / "final" / "critic" / "config.json").exists()
 
 
-def test_a_lora_policy_gets_a_lora_critic(tmp_path, tokenizer, tiny_model_dir):
-    from peft import LoraConfig, PeftModel
-
-    trainer = SearchPPOTrainer(
-        model=str(tiny_model_dir),
+def one_question_trainer(tmp_path, tokenizer, model, max_completion_length, **kwargs):
+    """A 1-step PPO run on one question, two episodes, critic learning rate 1e-2."""
+    return SearchPPOTrainer(
+        model=model,
         reward_funcs=[f1_reward],
         args=ppo_config(
             tmp_path,
             per_device_train_batch_size=2,
             num_generations=2,
-            max_completion_length=16,
+            max_completion_length=max_completion_length,
             max_steps=1,
             critic_learning_rate=1e-2,
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?"]),
         processing_class=tokenizer,
         rollout_func=make_search_rollout(RecordingEngine()),
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        **kwargs,
     )
+
+
+def test_a_lora_policy_gets_a_lora_critic(tmp_path, tokenizer, tiny_model_dir):
+    from peft import LoraConfig, PeftModel
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = one_question_trainer(tmp_path, tokenizer, str(tiny_model_dir), 16, peft_config=lora)
     critic = trainer.critic
     assert isinstance(critic, PeftModel)
     trainable = {n for n, p in critic.named_parameters() if p.requires_grad}
@@ -205,21 +211,7 @@ def test_a_nan_critic_gradient_skips_the_critic_update(tmp_path, tokenizer, tiny
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.generate = scripted_generate(tokenizer, wrong_answer_rows={1})
-    trainer = SearchPPOTrainer(
-        model=model,
-        reward_funcs=[f1_reward],
-        args=ppo_config(
-            tmp_path,
-            per_device_train_batch_size=2,
-            num_generations=2,
-            max_completion_length=128,
-            max_steps=1,
-            critic_learning_rate=1e-2,
-        ),  # fmt: skip
-        train_dataset=qa_dataset(["Where is Alpha?"]),
-        processing_class=tokenizer,
-        rollout_func=make_search_rollout(RecordingEngine()),
-    )
+    trainer = one_question_trainer(tmp_path, tokenizer, model, 128)
     critic = trainer.critic
     critic.score.weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
     before = {n: p.detach().clone() for n, p in critic.named_parameters()}
