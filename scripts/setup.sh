@@ -9,10 +9,11 @@ extras="${1:-}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # Without a GPU, install the CPU build of torch first so that no multi-GB CUDA build is pulled in: PyPI's Linux
-# wheel is the CUDA one, PyTorch's own CPU index has the other. Plain PyPI where that index cannot be reached.
+# wheel is the CUDA one, PyTorch's own CPU index has the other. Plain PyPI where that index cannot be reached
+# (no retries there: an unreachable index would otherwise cost minutes of back-off per package).
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   .venv/bin/python -c "import torch" 2>/dev/null \
-    || "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+    || "${pip[@]}" --retries 0 --timeout 15 --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
     || "${pip[@]}" "torch==2.13.0"
 fi
 if [ -n "$extras" ]; then "${pip[@]}" -e ".[$extras]"; else "${pip[@]}" -e .; fi
