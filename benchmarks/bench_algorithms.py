@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from common import RESULTS, write_result
 
-from zerosearch_trl.report import read_metrics
+from zerosearch_trl.training.logs import read_metrics
 
 GPU_ARGS = [
     "--bf16", "true", "--per_device_train_batch_size", "16", "--num_generations", "8",

@@ -18,8 +18,8 @@ from pathlib import Path
 from common import write_result
 
 from zerosearch_trl import EngineSettings, evaluate, make_engine
-from zerosearch_trl.report import read_metrics
-from zerosearch_trl.train import SearchScriptArguments, load_training_data
+from zerosearch_trl.training.job import SearchScriptArguments, load_training_data
+from zerosearch_trl.training.logs import read_metrics
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

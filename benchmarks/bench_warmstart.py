@@ -17,7 +17,8 @@ import time
 from common import write_result
 
 from zerosearch_trl import load_default_model, make_demo_task, normalize_answer
-from zerosearch_trl.warmstart import make_warmstart_dataset, warm_start, well_formed_search_share
+from zerosearch_trl.training.probe import well_formed_search_share
+from zerosearch_trl.training.warmstart import make_warmstart_dataset, warm_start
 
 
 def summary(report: dict) -> dict:

@@ -12,19 +12,18 @@ import pytest
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from helpers import ScriptedGenerator, cpu_config, make_tiny_model
-from zerosearch_trl.curriculum import (
-    NOISE_P_KEY,
+from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+from zerosearch_trl.rollout import make_search_rollout
+from zerosearch_trl.training.curriculum import NOISE_P_KEY, CurriculumCallback
+from zerosearch_trl.training.schedules import (
     AdaptiveSchedule,
     ConstantSchedule,
-    CurriculumCallback,
     ExponentialSchedule,
     LinearSchedule,
     Schedule,
     StepSchedule,
     make_schedule,
 )
-from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-from zerosearch_trl.rollout import make_search_rollout
 
 
 def make_engine() -> SimulatedSearchEngine:
@@ -262,7 +261,7 @@ def test_resume_restores_only_a_matching_schedule(caplog):
     same = resume(AdaptiveSchedule(window=1, step_size=0.1), {"CurriculumCallback": saved.state()})
     assert same.history == [(3, 0.1), (4, 0.1)]
     assert not caplog.records
-    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.curriculum"):
+    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.training.curriculum"):
         changed = resume(AdaptiveSchedule(window=1, step_size=0.2), {"CurriculumCallback": saved.state()})
         missing = resume(AdaptiveSchedule(window=1, step_size=0.1), {})
     assert changed.history == missing.history == [(4, 0.0)]  # the given schedules, from their start
@@ -395,4 +394,4 @@ def test_resume_continues_the_adaptive_schedule_where_it_stopped(
     assert resumed.history == uninterrupted.history  # the first two entries come from the checkpoint
     # The callback that holds the engine is still the one in the trainer (transformers did not swap it out).
     assert [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CurriculumCallback)] == [resumed]
-    assert not [r for r in caplog.records if r.name == "zerosearch_trl.curriculum"]
+    assert not [r for r in caplog.records if r.name == "zerosearch_trl.training.curriculum"]

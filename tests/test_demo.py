@@ -1,6 +1,6 @@
+from zerosearch_trl.answers import cover_exact_match
 from zerosearch_trl.data import load_qa_dataset
 from zerosearch_trl.demo import make_demo_task
-from zerosearch_trl.rewards import cover_exact_match
 
 
 def test_demo_is_seeded_and_answerable_from_its_corpus(tmp_path):

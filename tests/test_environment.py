@@ -18,9 +18,9 @@ import torch
 
 from helpers import ScriptedGenerator, cpu_config, make_tiny_model
 from test_rollout import make_trainer, qa_dataset, scripted_generate
-from zerosearch_trl.engines.base import SearchRequest
+from zerosearch_trl.engines.base import SEARCH_FAILED_TEXT, SearchRequest
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-from zerosearch_trl.environment import SEARCH_FAILED_TEXT, SimulatedSearchEnv
+from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
 

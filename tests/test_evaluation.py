@@ -8,8 +8,10 @@ import datasets
 import pytest
 
 from helpers import PASSAGE_ROWS, make_tiny_model
+from zerosearch_trl.commands.eval import EvalArguments, check_eval_args
+from zerosearch_trl.commands.eval import main as eval_main
 from zerosearch_trl.engines.bm25 import BM25Engine
-from zerosearch_trl.evaluation import EvalArguments, check_eval_args, evaluate, run_cli, summarize, write_evaluation
+from zerosearch_trl.evaluation import evaluate, summarize, write_evaluation
 from zerosearch_trl.generation.base import Generation
 
 # question -> (gold, the scripted policy's answer, whether it searches first)
@@ -158,7 +160,7 @@ def test_bad_input_fails_before_any_model_loads(tmp_path, engine):
     with pytest.raises(ValueError, match="--datasets is required"):
         check_eval_args(EvalArguments())
     with pytest.raises(ValueError, match="--engine must be one of"):
-        run_cli(["--datasets", str(nogold), "--engine", "bm25,google"])
+        eval_main(["--datasets", str(nogold), "--engine", "bm25,google"])
 
 
 def test_summarize_averages_and_counts_errors():
@@ -173,7 +175,7 @@ def test_cli_on_the_shared_qa_samples_with_a_real_bm25_engine(shared_data, tiny_
     corpus.write_text("".join(json.dumps(row) + "\n" for row in PASSAGE_ROWS))
     qa = shared_data / "qa"
     out = tmp_path / "eval"
-    code = run_cli(
+    code = eval_main(
         [
             "--model", str(tiny_model_dir),
             "--datasets", f"{qa / 'nq.sample.jsonl'},{qa / 'musique.verl-format.sample.parquet'}",
@@ -201,8 +203,8 @@ def test_cli_on_the_shared_qa_samples_with_a_real_bm25_engine(shared_data, tiny_
 def test_heldout_evaluation_during_a_real_grpo_run(tokenizer, engine, tmp_path):
     """SearchEvalCallback scores the live policy (greedy, every row) at the start, each eval step and the end."""
     from helpers import tiny_grpo_trainer
-    from zerosearch_trl.evaluation import SearchEvalCallback
-    from zerosearch_trl.report import MetricsJsonlCallback
+    from zerosearch_trl.training.heldout import SearchEvalCallback
+    from zerosearch_trl.training.logs import MetricsJsonlCallback
 
     callback = SearchEvalCallback(qa_rows(), engine, eval_steps=2, max_completion_length=12, batch_size=5)
     metrics = MetricsJsonlCallback(tmp_path / "metrics.jsonl")

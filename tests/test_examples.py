@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from zerosearch_trl.train import check_config, make_parser, resolve_rewards
+from zerosearch_trl.commands.train import make_parser
+from zerosearch_trl.training.config import check_config, resolve_rewards
 
 EXAMPLES = REPO_ROOT / "examples"
 RECIPES = sorted((EXAMPLES / "recipes").glob("*.yaml"))
@@ -34,8 +35,8 @@ SIMULATOR_RECIPES = sorted((EXAMPLES / "recipes" / "simulator").glob("*.yaml"))
 def test_simulator_recipe_parses_with_every_key_known(recipe):
     from trl import TrlParser
 
+    from zerosearch_trl.commands.simulator import CollectArguments, SimulatorSFTArguments
     from zerosearch_trl.engines.factory import EngineSettings, check_engine_settings
-    from zerosearch_trl.simulator_sft import CollectArguments, SimulatorSFTArguments
 
     kinds = {"collect": [CollectArguments, EngineSettings], "sft": [SimulatorSFTArguments]}
     parser = TrlParser(kinds[recipe.stem.split("_")[0]])
@@ -56,14 +57,14 @@ def test_simulator_recipes_cover_lora_and_qlora():
 def test_qlora_recipe_on_cpu_fails_before_anything_loads(tmp_path):
     import torch
 
-    from zerosearch_trl.simulator_sft import run_sft_cli
+    from zerosearch_trl.commands.simulator import sft_main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the QLoRA recipe runs")
     recipe = EXAMPLES / "recipes" / "simulator" / "sft_qwen2.5-7b_qlora.yaml"
     # --pairs names no file: the QLoRA check must come first, before looking for data or a model.
     with pytest.raises(ValueError, match="QLoRA .* needs a CUDA GPU"):
-        run_sft_cli(["--config", str(recipe), "--pairs", str(tmp_path / "none.jsonl"), "--output_dir", str(tmp_path)])
+        sft_main(["--config", str(recipe), "--pairs", str(tmp_path / "none.jsonl"), "--output_dir", str(tmp_path)])
 
 
 def test_accelerate_configs_are_valid_yaml():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import TrainerControl, TrainerState
 
-from zerosearch_trl.guards import GuardEvent, TrainingGuardCallback, all_finite
+from zerosearch_trl.training.guards import GuardEvent, TrainingGuardCallback, all_finite
 
 ALL_OFF = {"nan_reward": "off", "collapse": "off", "tool_skip": "off", "all_truncated": "off", "nonfinite_grad": "off"}
 
@@ -32,7 +32,7 @@ def drive(guard: TrainingGuardCallback, series: list[dict], first_step: int = 1)
 
 def test_nan_reward_warns_with_metric_value_step_and_advice(caplog):
     guard = guard_with(nan_reward="warn")
-    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.guards"):
+    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.training.guards"):
         stops = drive(guard, [{"reward": 0.5}, {"reward": float("nan")}, {"reward": float("nan")}, {"reward": 0.4}])
     assert stops == []
     assert len(guard.events) == 1  # one event for a streak of NaN steps, not one per step

@@ -3,12 +3,12 @@
 import pytest
 
 from helpers import ScriptedGenerator
-from zerosearch_trl.curriculum import CurriculumCallback
-from zerosearch_trl.engines.base import Document, SearchRequest
+from zerosearch_trl.engines.base import SEARCH_FAILED_TEXT, Document, SearchRequest
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.hybrid import HybridEngine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-from zerosearch_trl.environment import SEARCH_FAILED_TEXT, SimulatedSearchEnv
+from zerosearch_trl.environment import SimulatedSearchEnv
+from zerosearch_trl.training.curriculum import CurriculumCallback
 
 ROWS = [
     {"id": "lyon", "title": "Lyon", "text": "Lyon is the third largest city of France."},

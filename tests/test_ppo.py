@@ -10,7 +10,9 @@ import torch
 
 from helpers import cpu_config
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
-from zerosearch_trl.ppo import (
+from zerosearch_trl.rewards import f1_reward
+from zerosearch_trl.rollout import make_search_rollout
+from zerosearch_trl.training.ppo import (
     SearchPPOConfig,
     SearchPPOTrainer,
     check_ppo_config,
@@ -18,8 +20,6 @@ from zerosearch_trl.ppo import (
     masked_gae,
     whiten,
 )
-from zerosearch_trl.rewards import f1_reward
-from zerosearch_trl.rollout import make_search_rollout
 
 
 def ppo_config(tmp_path, **kwargs):

@@ -9,9 +9,9 @@ import torch
 
 from helpers import cpu_config
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
-from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer, reinforce_advantages
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
+from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer, reinforce_advantages
 
 NAN = math.nan
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from zerosearch_trl.report import MetricsJsonlCallback, read_metrics, summary_lines, write_report
+from zerosearch_trl.training.logs import MetricsJsonlCallback, read_metrics
+from zerosearch_trl.training.report import summary_lines, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -205,7 +206,7 @@ def test_summary_lines(tmp_path):
 @pytest.mark.slow
 def test_real_grpo_run_writes_one_line_per_logged_step(tmp_path, tokenizer):
     from helpers import tiny_grpo_trainer
-    from zerosearch_trl.guards import TrainingGuardCallback
+    from zerosearch_trl.training.guards import TrainingGuardCallback
 
     def length_reward(completions, **kwargs):
         return [len(completion) / 10 for completion in completions]

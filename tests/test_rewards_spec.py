@@ -14,17 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import zerosearch_trl
-from zerosearch_trl.rewards import (
-    cover_em_reward,
-    cover_exact_match,
-    exact_match,
-    exact_match_reward,
-    extract_answer,
-    f1_reward,
-    f1_score,
-    format_reward,
-    normalize_answer,
-)
+from zerosearch_trl.answers import cover_exact_match, exact_match, f1_score, normalize_answer
+from zerosearch_trl.rewards import cover_em_reward, exact_match_reward, extract_answer, f1_reward, format_reward
 
 METRIC_OF_REWARD = {
     f1_reward: f1_score,

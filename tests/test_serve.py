@@ -14,13 +14,13 @@ import pytest
 import requests
 
 from helpers import JSONHandler, LoopbackServer, ScriptedGenerator
-from zerosearch_trl.engines.base import Document, SearchRequest
+from zerosearch_trl.commands.serve import ServeConfig, check_config, make_engine
+from zerosearch_trl.engines.base import SEARCH_FAILED_TEXT, Document, SearchRequest, search_documents
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.corpus import split_contents
 from zerosearch_trl.engines.remote import RemoteSearchEngine, RemoteSearchError
+from zerosearch_trl.engines.server import background_server
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
-from zerosearch_trl.environment import SEARCH_FAILED_TEXT, search_documents
-from zerosearch_trl.serve import ServeConfig, background_server, check_config, make_engine
 
 ROWS = [
     {"id": "lyon", "title": "Lyon", "text": "Lyon is the third largest city of France."},

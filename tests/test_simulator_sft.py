@@ -13,8 +13,9 @@ from helpers import PASSAGE_ROWS, ScriptedGenerator
 from test_evaluation import CASES, ScriptedPolicy, qa_rows
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine, parse_documents
-from zerosearch_trl.simulator_check import check_simulator, write_simulator_check
-from zerosearch_trl.simulator_sft import collect_simulator_data, make_simulator_sft_dataset, train_simulator
+from zerosearch_trl.simulator.check import check_simulator, write_simulator_check
+from zerosearch_trl.simulator.collect import collect_simulator_data
+from zerosearch_trl.simulator.sft import make_simulator_sft_dataset, train_simulator
 
 # Every fact twice, so that each search finds two documents.
 CORPUS = PASSAGE_ROWS + [{**row, "id": f"{row['id']}-b", "title": f"{row['title']} (more)"} for row in PASSAGE_ROWS]

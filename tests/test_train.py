@@ -14,7 +14,8 @@ import pytest
 from safetensors.torch import load_file
 
 from zerosearch_trl.cli import main
-from zerosearch_trl.train import check_config, make_parser, model_load_kwargs
+from zerosearch_trl.commands.train import make_parser
+from zerosearch_trl.training.config import check_config, model_load_kwargs
 
 
 def parse(*argv: str):
@@ -136,10 +137,11 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
     from trl import ModelConfig
 
     from zerosearch_trl.engines.hybrid import HybridEngine
-    from zerosearch_trl.train import EngineArguments, _engines
+    from zerosearch_trl.training.config import EngineArguments
+    from zerosearch_trl.training.job import build_engines
 
     settings = EngineArguments(engine="hybrid", real_prob=0.5, search_top_k=2, simulator_batch_size=4)
-    engine, heldout = _engines(settings, ModelConfig(model_name_or_path=str(tiny_model_dir)))
+    engine, heldout = build_engines(settings, ModelConfig(model_name_or_path=str(tiny_model_dir)))
     assert isinstance(engine, HybridEngine) and isinstance(heldout, HybridEngine) and heldout is not engine
     assert heldout.real is engine.real  # one BM25 index, built once
     assert heldout.simulated.generator is engine.simulated.generator  # one copy of the simulator's weights

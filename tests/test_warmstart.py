@@ -6,18 +6,15 @@ import re
 import pytest
 import torch
 
-import zerosearch_trl.warmstart as warmstart
+import zerosearch_trl.training.warmstart as warmstart
 from helpers import make_tiny_model
+from zerosearch_trl.answers import cover_exact_match
 from zerosearch_trl.demo import make_demo_task
 from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
 from zerosearch_trl.protocol import is_well_formed
-from zerosearch_trl.rewards import cover_exact_match, extract_answer
-from zerosearch_trl.warmstart import (
-    make_warmstart_dataset,
-    tokenize_warmstart_dataset,
-    warm_start,
-    well_formed_search_share,
-)
+from zerosearch_trl.rewards import extract_answer
+from zerosearch_trl.training.probe import well_formed_search_share
+from zerosearch_trl.training.warmstart import make_warmstart_dataset, tokenize_warmstart_dataset, warm_start
 
 SEARCH = re.compile(r"<search> (.*?) </search>")
 INFORMATION = re.compile(r"\n\n<information>(.*?)</information>\n\n", re.DOTALL)

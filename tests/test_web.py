@@ -8,10 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from helpers import JSONHandler, LoopbackServer
-from zerosearch_trl.engines.base import SearchRequest
+from zerosearch_trl.engines.base import SearchRequest, search_documents
 from zerosearch_trl.engines.corpus import NO_RESULTS_TEXT
 from zerosearch_trl.engines.web import WebSearchEngine, WebSearchError
-from zerosearch_trl.environment import search_documents
 
 KEY = "sk-test-5f2a9c"
 RESULTS = {

@@ -18,8 +18,8 @@ from typing import Any
 
 import datasets
 
+from zerosearch_trl.answers import as_gold_list
 from zerosearch_trl.prompts import PromptStyle, build_policy_prompt
-from zerosearch_trl.rewards import as_gold_list
 
 _FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _EXPECTED = "'question' + 'golden_answers' (FlashRAG), or 'prompt' + 'reward_model' (veRL)"

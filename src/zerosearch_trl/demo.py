@@ -106,8 +106,31 @@ def make_demo_task(
     if not 0.0 <= two_hop_fraction <= 1.0:
         raise ValueError(f"two_hop_fraction must be in [0, 1], got {two_hop_fraction}.")
     rng = random.Random(seed)
+    people, towns, orgs = _make_world(rng, n_people=max(8, n_questions))
+    corpus = _world_corpus(people, towns, orgs)
+    town_country = {t["name"]: t["country"] for t in towns}
+    rows = [
+        {"id": f"demo-{seed}-{i}", **_ask(rng, people[i % len(people)], town_country, two_hop_fraction)}
+        for i in range(n_questions)
+    ]
+    dataset = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": build_policy_prompt(r["question"], prompt_style),
+                "question": r["question"],
+                "golden_answers": r["golden_answers"],
+                "data_source": "demo",
+                "id": r["id"],
+            }
+            for r in rows
+        ]
+    )
+    return DemoTask(dataset=dataset, corpus=corpus)
+
+
+def _make_world(rng: random.Random, n_people: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """``(people, towns, organisations)``, each a dict of invented facts."""
     names = _NameMaker(rng)
-    n_people = max(8, n_questions)
     countries = [names.word(2) + "ia" for _ in range(max(3, n_people // 24))]
     towns = [
         {"name": names.word(2) + rng.choice(_TOWN_SUFFIXES), "country": rng.choice(countries), "river": names.word(2)}
@@ -131,8 +154,11 @@ def make_demo_task(
         }
         for _ in range(n_people)
     ]
-    town_country = {t["name"]: t["country"] for t in towns}
+    return people, towns, orgs
 
+
+def _world_corpus(people: list[dict], towns: list[dict], orgs: list[dict]) -> datasets.Dataset:
+    """One passage per town, organisation and person."""
     passages = (
         [
             (
@@ -155,7 +181,7 @@ def make_demo_task(
             for p in people
         ]
     )
-    corpus = datasets.Dataset.from_dict(
+    return datasets.Dataset.from_dict(
         {
             "id": [f"demo-doc-{i}" for i in range(len(passages))],
             "title": [title for title, _ in passages],
@@ -163,38 +189,25 @@ def make_demo_task(
         }
     )
 
-    rows = []
-    for i in range(n_questions):
-        person = people[i % n_people]
-        org = person["org"]
-        if rng.random() < two_hop_fraction:
-            question, answer = rng.choice(
-                [
-                    (f"In which country was {person['name']} born?", town_country[person["town"]]),
-                    (f"In what year was the organisation founded by {person['name']} established?", str(org["year"])),
-                    (f"In which town is the organisation founded by {person['name']} headquartered?", org["town"]),
-                ]
-            )
-        else:
-            question, answer = rng.choice(
-                [
-                    (f"In which town was {person['name']} born?", person["town"]),
-                    (f"Which organisation did {person['name']} found?", org["name"]),
-                    (f"In what year was {person['name']} born?", str(person["born"])),
-                    (f"In which town is the {org['name']} headquartered?", org["town"]),
-                ]
-            )
-        rows.append({"id": f"demo-{seed}-{i}", "question": question, "golden_answers": [answer]})
-    dataset = datasets.Dataset.from_list(
-        [
-            {
-                "prompt": build_policy_prompt(r["question"], prompt_style),
-                "question": r["question"],
-                "golden_answers": r["golden_answers"],
-                "data_source": "demo",
-                "id": r["id"],
-            }
-            for r in rows
-        ]
-    )
-    return DemoTask(dataset=dataset, corpus=corpus)
+
+def _ask(rng: random.Random, person: dict, town_country: dict[str, str], two_hop_fraction: float) -> dict:
+    """One question about ``person``: two-hop with probability ``two_hop_fraction``, else single-hop."""
+    org = person["org"]
+    if rng.random() < two_hop_fraction:
+        question, answer = rng.choice(
+            [
+                (f"In which country was {person['name']} born?", town_country[person["town"]]),
+                (f"In what year was the organisation founded by {person['name']} established?", str(org["year"])),
+                (f"In which town is the organisation founded by {person['name']} headquartered?", org["town"]),
+            ]
+        )
+    else:
+        question, answer = rng.choice(
+            [
+                (f"In which town was {person['name']} born?", person["town"]),
+                (f"Which organisation did {person['name']} found?", org["name"]),
+                (f"In what year was {person['name']} born?", str(person["born"])),
+                (f"In which town is the {org['name']} headquartered?", org["town"]),
+            ]
+        )
+    return {"question": question, "golden_answers": [answer]}

@@ -16,18 +16,12 @@ property. Reward functions receive the episode's instances as the ``environments
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch_trl.answers import as_gold_list
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 from zerosearch_trl.protocol import format_document
-from zerosearch_trl.rewards import as_gold_list
-
-logger = logging.getLogger(__name__)
-
-SEARCH_FAILED_TEXT = "The search failed; no results."
-"""The one document a failed search returns, in both protocols."""
 
 EMPTY_QUERY_TEXT = "The query is empty: call search with the words to look for."
 """Tool result for an empty query (the tag protocol treats ``<search></search>`` as an invalid action)."""
@@ -41,32 +35,6 @@ def render_documents(documents: Sequence[Document]) -> str:
         'Doc 1 (Title: Lyon) Lyon is in France.\\nDoc 2 A city.'
     """
     return "\n".join(format_document(i, document) for i, document in enumerate(documents, start=1))
-
-
-def search_documents(engine: SearchEngine, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], bool]:
-    """``engine.search(requests)`` that never raises; returns the results and whether the engine failed.
-
-    An engine that raises, or returns a result count different from the request count, is logged and every
-    request gets one document saying :data:`SEARCH_FAILED_TEXT` (``meta["fallback"]`` set), so that an episode goes
-    on with an explicit failure notice instead of crashing the rollout.
-
-    Example:
-        >>> class Down:
-        ...     name, top_k = "down", 1
-        ...     def search(self, requests):
-        ...         raise ConnectionError("index server down")
-        >>> results, failed = search_documents(Down(), [SearchRequest("Lyon")])
-        >>> failed, render_documents(results[0])
-        (True, 'Doc 1 The search failed; no results.')
-    """
-    try:
-        results = engine.search(requests)
-        if len(results) != len(requests):
-            raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} queries")
-        return results, False
-    except Exception:  # a real engine may fail; the caller's episodes go on with an explicit failure notice
-        logger.exception("Search engine %s failed on %d queries", getattr(engine, "name", "?"), len(requests))
-        return [[Document("", SEARCH_FAILED_TEXT, {"fallback": True})] for _ in requests], True
 
 
 class SimulatedSearchEnv:

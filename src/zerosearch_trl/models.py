@@ -174,7 +174,7 @@ def inference_device() -> str | None:
 
 def disable_cudnn_attention() -> None:
     """Keep PyTorch's scaled-dot-product attention off its cuDNN kernel (the flash, memory-efficient and math
-    kernels stay available). :func:`~zerosearch_trl.train.train` calls it on CUDA machines.
+    kernels stay available). :func:`~zerosearch_trl.training.job.train` calls it on CUDA machines.
 
     RL batches are left-padded, so the attention rows of padding positions are fully masked. In bf16 on an H200
     (torch 2.11), the cuDNN kernel returns non-zero outputs for such rows and NaN gradients, which reach every

@@ -16,10 +16,10 @@ from trl import GRPOTrainer
 from helpers import make_tiny_model
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
-from zerosearch_trl.ppo import SearchPPOConfig, SearchPPOTrainer
-from zerosearch_trl.reinforce import SearchReinforceConfig, SearchReinforceTrainer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
+from zerosearch_trl.training.ppo import SearchPPOConfig, SearchPPOTrainer
+from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer
 
 TRAINERS = {
     "grpo": (SearchReinforceConfig, GRPOTrainer),  # GRPOConfig plus a field GRPO never reads

@@ -7,11 +7,17 @@ per request, exactly ``top_k`` :class:`Document` objects, or fewer with the reas
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from zerosearch_trl.rewards import cover_exact_match
+from zerosearch_trl.answers import cover_exact_match
+
+logger = logging.getLogger(__name__)
+
+SEARCH_FAILED_TEXT = "The search failed; no results."
+"""The one document a failed search returns, in both protocols."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +102,29 @@ def validate_top_k(top_k: int) -> int:
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1 (the number of documents per query), got {top_k!r}.")
     return top_k
+
+
+def search_documents(engine: SearchEngine, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], bool]:
+    """``engine.search(requests)`` that never raises; returns the results and whether the engine failed.
+
+    An engine that raises, or returns a result count different from the request count, is logged and every
+    request gets one document saying :data:`SEARCH_FAILED_TEXT` (``meta["fallback"]`` set), so that an episode goes
+    on with an explicit failure notice instead of crashing the rollout.
+
+    Example:
+        >>> class Down:
+        ...     name, top_k = "down", 1
+        ...     def search(self, requests):
+        ...         raise ConnectionError("index server down")
+        >>> results, failed = search_documents(Down(), [SearchRequest("Lyon")])
+        >>> failed, results[0][0].text
+        (True, 'The search failed; no results.')
+    """
+    try:
+        results = engine.search(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} queries")
+        return results, False
+    except Exception:  # a real engine may fail; the caller's episodes go on with an explicit failure notice
+        logger.exception("Search engine %s failed on %d queries", getattr(engine, "name", "?"), len(requests))
+        return [[Document("", SEARCH_FAILED_TEXT, {"fallback": True})] for _ in requests], True

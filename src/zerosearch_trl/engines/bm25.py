@@ -8,7 +8,6 @@ reason in ``meta["shortfall"]``: a zero-score passage is an arbitrary one, not a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from zerosearch_trl.engines.corpus import (
     with_shortfall,
     write_index_config,
 )
-
-logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "zerosearch_bm25.json"
 PASSAGES_FILE = "passages.jsonl"

@@ -2,21 +2,18 @@
 
 The draw is seeded and independent per request. When the real engine fails (it raises, or returns a wrong number
 of results), its share of the batch goes to the simulator if ``fallback`` is on, else gets the explicit failure
-notice of :func:`~zerosearch_trl.environment.search_documents`. Every document records in ``meta["served_by"]``
+notice of :func:`~zerosearch_trl.engines.base.search_documents`. Every document records in ``meta["served_by"]``
 which engine served it, and ``meta["real_failed"]`` marks a fallback.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
-
-logger = logging.getLogger(__name__)
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 
 
 @dataclass
@@ -127,8 +124,6 @@ class HybridEngine:
 
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         """One batched call per engine; results in request order, each document tagged with ``served_by``."""
-        from zerosearch_trl.environment import search_documents  # environment imports the engines package
-
         with self._lock:
             to_real = [self._rng.random() < self._real_prob for _ in requests]
         real_ids = [i for i, real in enumerate(to_real) if real]

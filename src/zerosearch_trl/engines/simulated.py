@@ -136,7 +136,7 @@ class SimulatedSearchEngine:
         leak_guard: what to do with a noisy document that contains a gold answer: ``"regenerate"`` (retry the
             request, redact if it still leaks), ``"redact"`` (mask the answer at once) or ``"off"``.
         prompt_format: ``"prompt_only"`` for an off-the-shelf instruct model, ``"finetuned"`` for a simulator
-            trained with :mod:`zerosearch_trl.simulator_sft`.
+            trained with :mod:`zerosearch_trl.simulator.sft`.
         per_document: ask for one document per generation (``top_k`` generations per request) instead of all
             ``top_k`` in one; small prompt-only simulators, such as the embedded 135M model, manage the
             one-document format far more often. Each generation is then capped at ``3 * words_per_doc``

@@ -96,7 +96,7 @@ class SearchReinforceConfig(GRPOConfig):
 
 class EpisodeRewardTrainer(GRPOTrainer):
     """A ``GRPOTrainer`` that keeps the episode rewards of the last generation batch, for subclasses that compute
-    their own advantages (:class:`SearchReinforceTrainer`, :class:`~zerosearch_trl.ppo.SearchPPOTrainer`).
+    their own advantages (:class:`SearchReinforceTrainer`, :class:`~zerosearch_trl.training.ppo.SearchPPOTrainer`).
 
     Example:
         >>> class RawRewardTrainer(EpisodeRewardTrainer):  # doctest: +SKIP

@@ -1,9 +1,10 @@
-"""Warm start: a short SFT on well-formed search trajectories before GRPO, and the metric that shows it worked.
+"""Warm start: a short SFT on well-formed search trajectories before GRPO.
 
 A small policy rarely writes a well-formed ``<search>`` on its own (the embedded 135M model: about 9 first turns
 in 32 with the one-shot prompt), and GRPO cannot reward what it never samples. :func:`make_warmstart_dataset`
 writes protocol-perfect trajectories over the demo task's corpus, :func:`warm_start` fine-tunes on them with TRL's
-``SFTTrainer``, and :func:`well_formed_search_share` measures the share of first turns that search.
+``SFTTrainer``, and :func:`~zerosearch_trl.training.probe.well_formed_search_share` measures the share of first
+turns that search.
 
 Each training example is tokenized exactly as the search rollout tokenizes an episode at RL time: the prompt
 rendered by :func:`~zerosearch_trl.prompts.render_policy_prompt` with the ``<think>`` prefill, then the policy's
@@ -12,7 +13,7 @@ the policy's turns and the final EOS; the prompt, the prefill and the observatio
 tokens) are labelled ``-100``.
 
 Example:
-    >>> from zerosearch_trl.warmstart import make_warmstart_dataset
+    >>> from zerosearch_trl.training.warmstart import make_warmstart_dataset
     >>> rows = make_warmstart_dataset(n_examples=4, seed=0)
     >>> rows.column_names
     ['prompt', 'completion', 'question', 'golden_answers', 'id']
@@ -26,17 +27,16 @@ import math
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import datasets
 
+from zerosearch_trl.answers import normalize_answer
 from zerosearch_trl.demo import DemoTask, make_demo_task
 from zerosearch_trl.engines.base import Document, contains_answer
-from zerosearch_trl.generation.base import GenerationParams
 from zerosearch_trl.prompts import THINK_PREFILL, PromptStyle, build_policy_prompt, render_policy_prompt
-from zerosearch_trl.protocol import STOP_STRINGS, parse_action, render_observation
-from zerosearch_trl.rewards import normalize_answer
+from zerosearch_trl.protocol import render_observation
 
 # Reasoning lines, varied a little so that the policy learns the protocol rather than one sentence.
 _SEARCH_THOUGHTS = (
@@ -404,66 +404,3 @@ def warm_start(
     trainer.train()
     trained = trainer.model.merge_and_unload() if lora else trainer.model
     return trained.eval()
-
-
-def well_formed_search_share(
-    model: Any,
-    tokenizer: Any,
-    questions: Sequence[str],
-    *,
-    n: int | None = None,
-    prompt_style: PromptStyle = "one_shot",
-    prefill: str | None = THINK_PREFILL,
-    params: GenerationParams | None = None,
-    batch_size: int = 16,
-) -> dict[str, Any]:
-    """Sample the policy's first turn on ``questions`` and count the actions it takes (``zerosearch-trl probe``).
-
-    Each turn is generated from the rollout's prompt and prefill, stops at ``</search>``, ``</answer>`` or EOS,
-    and is parsed with :func:`~zerosearch_trl.protocol.parse_action`: ``"search"`` and ``"answer"`` are complete,
-    non-empty actions, anything else is ``"invalid"``.
-
-    Args:
-        model: the policy.
-        tokenizer: its tokenizer.
-        questions: questions to ask; repeated in order up to ``n`` samples.
-        n: number of samples (default: one per question).
-        prompt_style: policy instruction style.
-        prefill: assistant prefill, as in the rollout.
-        params: sampling parameters (default: temperature 1, top-p 0.95, 128 new tokens, seed 0, as in GRPO);
-            the stop strings are always the protocol's.
-        batch_size: prompts per ``generate`` call.
-
-    Returns:
-        ``{"counts": {...}, "shares": {...}, "samples": [...]}`` over ``"search"``, ``"answer"`` and ``"invalid"``;
-        ``shares["search"]`` is the share of well-formed searches.
-
-    Example:
-        >>> report = well_formed_search_share(model, tokenizer, ["Who wrote Dune?"], n=8)  # doctest: +SKIP
-        >>> report["shares"]["search"]  # doctest: +SKIP
-        0.25
-    """
-    from zerosearch_trl.generation.transformers import TransformersGenerator
-
-    if isinstance(questions, str) or not questions:
-        raise ValueError(f"questions must be a non-empty list of questions, got {questions!r}.")
-    n = len(questions) if n is None else n
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}.")
-    params = replace(
-        params or GenerationParams(max_new_tokens=128, temperature=1.0, top_p=0.95, seed=0), stop=STOP_STRINGS
-    )
-    asked = [questions[i % len(questions)] for i in range(n)]
-    prompts = [render_policy_prompt(tokenizer, build_policy_prompt(q, prompt_style), prefill) for q in asked]
-    generations = TransformersGenerator(model, tokenizer, batch_size=batch_size).generate(prompts, params)
-    actions = [parse_action(g.text) for g in generations]
-    kinds = ("search", "answer", "invalid")
-    counts = {k: sum(a.kind == k for a in actions) for k in kinds}
-    return {
-        "counts": counts,
-        "shares": {k: counts[k] / n for k in kinds},
-        "samples": [
-            {"question": q, "generated": g.text, "action": a.kind, "content": a.content}
-            for q, g, a in zip(asked, generations, actions)
-        ],
-    }

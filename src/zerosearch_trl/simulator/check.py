@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,51 +165,3 @@ def write_simulator_check(report: dict[str, Any], output_dir: str | os.PathLike[
     path = out / "simulator_check.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@dataclass
-class CheckArguments:
-    """``zerosearch-trl check-simulator``: score a simulator on held-out questions."""
-
-    model: str = field(default="default", metadata={"help": "The simulator: folder (e.g. simulator/merged) or hub id."})
-    questions: str | None = field(
-        default=None, metadata={"help": "Held-out QA file with gold answers (default: 32 demo-task questions)."}
-    )
-    output_dir: str = field(default="simulator-check", metadata={"help": "Where the JSON and markdown go."})
-    prompt_format: str = field(default="prompt_only", metadata={"help": "'prompt_only', or 'finetuned' after SFT."})
-    top_k: int = field(default=5, metadata={"help": "Documents per result."})
-    words_per_doc: int = field(default=30, metadata={"help": "Words per document."})
-    per_document: bool | None = field(
-        default=None, metadata={"help": "One document per generation (default: on for the embedded model)."}
-    )
-    limit: int | None = field(default=32, metadata={"help": "Questions used (None: all)."})
-
-
-def run_cli(argv: Sequence[str]) -> int:
-    """``zerosearch-trl check-simulator --model simulator/merged --prompt_format finetuned [flags]``."""
-    from zerosearch_trl.cli import command_parser
-
-    (args,) = command_parser("check-simulator", [CheckArguments]).parse_args_and_config(list(argv))
-    if args.questions is not None and not Path(args.questions).exists():
-        raise FileNotFoundError(f"--questions {args.questions} does not exist.")
-    if args.questions:
-        questions: Any = args.questions
-    else:
-        from zerosearch_trl.demo import make_demo_task
-
-        # Held out from what the default collection plays: another seed, another world.
-        questions = make_demo_task(n_questions=args.limit or 32, seed=1).dataset
-    report = check_simulator(
-        args.model,
-        questions,
-        top_k=args.top_k,
-        words_per_doc=args.words_per_doc,
-        prompt_format=args.prompt_format,
-        per_document=args.per_document,
-        limit=args.limit,
-    )
-    path = write_simulator_check(report, args.output_dir)
-    for key in ("useful_answer_rate", "noisy_leak_rate", "format_valid_rate", "distinct_documents"):
-        print(f"{key:<20} {report[key]:.3f}")
-    print(f"Report: {path}")
-    return 0

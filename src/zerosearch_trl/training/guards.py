@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from zerosearch_trl.report import is_finite_number
+from zerosearch_trl.training.logs import is_finite_number
 
 logger = logging.getLogger(__name__)
 

@@ -25,68 +25,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch_trl.environment import SimulatedSearchEnv, search_documents
+from zerosearch_trl.answers import as_gold_list
+from zerosearch_trl.engines.base import SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.generation.base import Generation, GenerationParams
-from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
-from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
+from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
     INVALID_ACTION_FEEDBACK,
     STOP_STRINGS,
-    is_well_formed,
     parse_action,
     render_observation,
 )
-from zerosearch_trl.rewards import as_gold_list
+from zerosearch_trl.rollout.episode import Episode, GenerateIds, is_well_formed_episode
+from zerosearch_trl.rollout.policy import generate_with_trainer, policy_backend
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Episode:
-    """One row's trajectory while it is played."""
-
-    prompt_ids: list[int]
-    question: str | None
-    golden_answers: tuple[str, ...]
-    completion_ids: list[int] = field(default_factory=list)
-    env_mask: list[int] = field(default_factory=list)
-    logprobs: list[float | None] = field(default_factory=list)
-    search_queries: list[str] = field(default_factory=list)
-    documents: list[list[Document]] = field(default_factory=list)
-    turns: int = 0
-    generation_errors: int = 0
-    noisy_searches: int = 0
-    invalid_actions: int = 0
-    observation_tokens: int = 0
-    done: bool = False
-    truncated: bool = False
-
-    def extend(self, ids: Sequence[int], from_model: bool, logprobs: Sequence[float | None] | None = None) -> None:
-        self.completion_ids.extend(ids)
-        self.env_mask.extend([int(from_model)] * len(ids))
-        # Observation tokens were not sampled: 0.0 is a placeholder that TRL masks with env_mask.
-        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
-        if not from_model:
-            self.observation_tokens += len(ids)
-
-    def drop_last(self) -> None:
-        del self.completion_ids[-1], self.env_mask[-1], self.logprobs[-1]
-
-
-GenerateIds = Callable[[list[list[int]], GenerationParams], "list[Generation] | None"]
-"""One batched generation from token ids (the policy's turn for every live row)."""
-
-
-def is_well_formed_episode(episode: Episode, tokenizer: Any) -> bool:
-    """Whether ``episode`` ended untruncated and follows the protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`)."""
-    return not episode.truncated and is_well_formed(tokenizer.decode(episode.completion_ids, skip_special_tokens=True))
 
 
 class SearchRollout:
@@ -181,15 +139,18 @@ class SearchRollout:
             stop=STOP_STRINGS,
         )
         counters_before = _engine_counters(self.engine)
-        backend = self._backend(trainer)
+        backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
+        eos_ids = eos_token_ids(trainer.model, tokenizer)
         self.play(
             episodes,
-            lambda inputs, turn_params: self._generate(trainer, tokenizer, inputs, turn_params, backend),
+            lambda inputs, turn_params: generate_with_trainer(
+                trainer, tokenizer, inputs, turn_params, backend, eos_ids
+            ),
             params,
             tokenizer,
             args.max_completion_length,
-            eos_ids=eos_token_ids(trainer.model, tokenizer),
+            eos_ids=eos_ids,
             # In server mode every process takes part in each turn's gather, even with no live row of its own.
             collective=backend == "server" and trainer.accelerator.num_processes > 1,
         )
@@ -274,93 +235,6 @@ class SearchRollout:
                 f"(max_completion_length), but the model's context holds {limit} (config.max_position_embeddings): "
                 "shorten the instruction or the question, or lower max_completion_length."
             )
-
-    @staticmethod
-    def _backend(trainer: Any) -> str:
-        """``"hf"``, ``"colocate"`` or ``"server"``, from the trainer's own configuration."""
-        args = trainer.args
-        if not getattr(args, "use_vllm", False):
-            return "hf"
-        mode = getattr(args, "vllm_mode", "colocate")
-        if mode not in ("colocate", "server"):
-            raise ValueError(f"Unknown vllm_mode {mode!r}; TRL offers 'colocate' and 'server'.")
-        if mode == "colocate" and getattr(args, "vllm_tensor_parallel_size", 1) > 1:
-            raise NotImplementedError(
-                f"The search rollout does not yet drive colocated vLLM with tensor parallelism "
-                f"(vllm_tensor_parallel_size={args.vllm_tensor_parallel_size}): use vllm_mode='server', "
-                "or vllm_tensor_parallel_size=1."
-            )
-        return mode
-
-    def _generate(
-        self, trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams, backend: str
-    ) -> list[Generation] | None:
-        """One batched generation for every live row, with the trainer's own backend."""
-        if backend == "server":
-            return self._generate_server(trainer, tokenizer, inputs, params)
-        if backend == "colocate":
-            return self._generate_colocate(trainer, inputs, params)
-        return self._generate_hf(trainer, tokenizer, inputs, params)
-
-    @staticmethod
-    def _generate_colocate(trainer: Any, inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
-        vllm_generation = trainer.vllm_generation
-        sleeps = getattr(vllm_generation, "enable_sleep_mode", False)
-        if sleeps:  # as TRL does around its own generate: weights back if level-2 sleep discarded them, then KV cache
-            if getattr(vllm_generation, "_llm_weights_sleeping", False):
-                vllm_generation.sync_weights()
-            vllm_generation.llm.wake_up(tags=["kv_cache"])
-        try:
-            return VLLMGenerator(vllm_generation.llm).generate_ids(inputs, params)
-        finally:
-            if sleeps:
-                vllm_generation.llm.sleep(level=2)
-                vllm_generation._llm_weights_sleeping = True
-
-    def _generate_server(
-        self, trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams
-    ) -> list[Generation] | None:
-        """The main process generates every process's rows in one request, then hands each its own slice."""
-        from accelerate.utils import broadcast_object_list, gather_object
-
-        accelerator = trainer.accelerator
-        per_process = gather_object([(inputs, params.max_new_tokens)])
-        if not any(rows for rows, _ in per_process):
-            return None
-        if accelerator.is_main_process:
-            everything = [ids for rows, _ in per_process for ids in rows]
-            budget = max(b for rows, b in per_process if rows)
-            generator = VLLMClientGenerator(
-                trainer.vllm_generation.vllm_client, tokenizer, eos_ids=sorted(self._eos_ids)
-            )
-            payload = [generator.generate_ids(everything, replace(params, max_new_tokens=budget))]
-        else:
-            payload = [None]
-        broadcast_object_list(payload, from_process=0)
-        start = sum(len(rows) for rows, _ in per_process[: accelerator.process_index])
-        return payload[0][start : start + len(inputs)]
-
-    @staticmethod
-    def _generate_hf(
-        trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams
-    ) -> list[Generation]:
-        from trl.models import unwrap_model_for_generation
-
-        # As TRL's own generation path does: gather ZeRO-3 shards, keep the user's gradient-checkpointing
-        # settings, and under FSDP generate with full parameters.
-        dist = getattr(trainer, "_dist", None)
-        full_params = dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist else nullcontext()
-        with (
-            unwrap_model_for_generation(
-                trainer.model_wrapped,
-                trainer.accelerator,
-                gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-            ) as model,
-            full_params,
-        ):
-            generator = TransformersGenerator(model, tokenizer, batch_size=len(inputs))
-            return generator.generate_ids(inputs, params)
 
     def _take_turn(
         self, episode: Episode, generation: Generation, final_turn: bool, tokenizer: Any, max_length: int

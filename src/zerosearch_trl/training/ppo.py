@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from trl import GRPOConfig
 
-from zerosearch_trl.guards import all_finite
-from zerosearch_trl.reinforce import EpisodeRewardTrainer
+from zerosearch_trl.training.guards import all_finite
+from zerosearch_trl.training.reinforce import EpisodeRewardTrainer
 
 logger = logging.getLogger(__name__)
 

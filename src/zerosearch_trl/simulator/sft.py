@@ -1,6 +1,6 @@
 """Simulator SFT, the paper's first stage: turn an LLM into a search engine that writes useful or noisy documents.
 
-1. :func:`collect_simulator_data` runs a policy over QA questions against a REAL engine, with the training protocol
+1. :func:`~zerosearch_trl.simulator.collect.collect_simulator_data` runs a policy over QA questions against a REAL engine, with the training protocol
    (it is :func:`~zerosearch_trl.evaluate` underneath), and keeps every (query, documents) pair with its episode's
    question and gold answers. Labels as in the paper: pairs from episodes that reached a correct answer are
    ``useful``, the others ``noisy``; ``doc_label`` is the alternative, ``useful`` when a document contains a gold
@@ -13,7 +13,7 @@
    completion only; saves the adapter and, with ``merge=True``, a full model folder to serve or to load into
    ``SimulatedSearchEngine``.
 
-:func:`~zerosearch_trl.simulator_check.check_simulator` then tells whether the simulator is good enough to train on.
+:func:`~zerosearch_trl.simulator.check.check_simulator` then tells whether the simulator is good enough to train on.
 
 Example:
     >>> import zerosearch_trl as zs
@@ -24,109 +24,20 @@ Example:
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from zerosearch_trl.engines.base import SearchEngine
 from zerosearch_trl.prompts import SIMULATOR_OUTPUT_FORMAT, simulator_messages
+from zerosearch_trl.simulator.collect import LABEL_COLUMNS, Labelling
 
 if TYPE_CHECKING:
     import datasets
 
 logger = logging.getLogger(__name__)
-
-Labelling = Literal["outcome", "contains_answer"]
-LABEL_COLUMNS = {"outcome": "label", "contains_answer": "doc_label"}
-"""Which column holds each labelling: the episode's outcome (the paper) or whether a document holds a gold answer."""
-
-
-def collect_simulator_data(
-    model: Any,
-    datasets: Any,
-    engine: SearchEngine,
-    *,
-    tokenizer: Any = None,
-    correct: str = "exact_match",
-    temperature: float = 0.0,
-    **evaluate_kwargs: Any,
-) -> datasets.Dataset:
-    """Play QA questions against a real ``engine`` and keep every (query, documents) pair, labelled.
-
-    Args:
-        model: the policy that searches (anything :func:`~zerosearch_trl.evaluate` takes; the embedded model by
-            default).
-        datasets: QA sources with gold answers (as for :func:`~zerosearch_trl.evaluate`).
-        engine: the real engine (BM25, dense, web, remote).
-        tokenizer: the policy's tokenizer, when ``model`` is loaded or a generator.
-        correct: the score that decides an episode's outcome: ``"exact_match"`` (the paper), ``"cover_em"`` or
-            ``"f1"`` (correct when 1.0 / above 0.5).
-        temperature: 0 decodes greedily; sampling (e.g. 1.0) gives more varied queries over repeated passes.
-        **evaluate_kwargs: ``max_turns``, ``batch_size``, ``limit``, ``prompt_style``...
-
-    Returns:
-        A ``datasets.Dataset`` with ``query``, ``question``, ``golden_answers``, ``documents`` (``title``, ``text``,
-        ``contains_answer``), ``label`` (outcome), ``doc_label`` (contains a gold answer), ``data_source``,
-        ``engine``, ``model``, ``collected_at``.
-
-    Raises:
-        ValueError: the engine returned no document for any query (nothing to learn from), or a bad ``correct``.
-
-    Example:
-        >>> import zerosearch_trl as zs
-        >>> task = zs.make_demo_task(n_questions=16)
-        >>> engine = zs.BM25Engine.from_corpus(task.corpus, top_k=5)
-        >>> pairs = collect_simulator_data("default", task.dataset, engine, prompt_style="one_shot")  # doctest: +SKIP
-        >>> pairs.column_names[:5]  # doctest: +SKIP
-        ['query', 'question', 'golden_answers', 'documents', 'label']
-    """
-    import datasets as hf_datasets
-
-    from zerosearch_trl.evaluation import evaluate
-
-    if correct not in ("exact_match", "cover_em", "f1"):
-        raise ValueError(f"correct must be 'exact_match', 'cover_em' or 'f1', got {correct!r}.")
-    result = evaluate(model, datasets, engine, tokenizer=tokenizer, temperature=temperature, **evaluate_kwargs)
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    model_name = result.config["model"]
-    rows = []
-    threshold = 0.5 if correct == "f1" else 1.0
-    for row in result.predictions:
-        outcome = "useful" if (row[correct] or 0.0) >= threshold else "noisy"
-        for query, documents in zip(row["searches"], row["documents"]):
-            real = [d for d in documents if d.get("text", "").strip()]
-            if not real:
-                continue
-            rows.append(
-                {
-                    "query": query,
-                    "question": row["question"],
-                    "golden_answers": list(row["golden_answers"]),
-                    "documents": [
-                        {"title": d["title"], "text": d["text"], "contains_answer": bool(d.get("contains_answer"))}
-                        for d in real
-                    ],
-                    "label": outcome,
-                    "doc_label": "useful" if any(d.get("contains_answer") for d in real) else "noisy",
-                    "data_source": row["dataset"],
-                    "engine": row["engine"],
-                    "model": model_name,
-                    "collected_at": when,
-                }
-            )
-    if not rows:
-        searched = sum(len(r["searches"]) for r in result.predictions)
-        raise ValueError(
-            f"No (query, documents) pair to learn from: the policy searched {searched} times over "
-            f"{len(result.predictions)} questions and the {next(iter(result.engines))} engine returned no document "
-            "text. Check the engine (its corpus or index) and that the policy searches (try the warm-started model)."
-        )
-    return hf_datasets.Dataset.from_list(rows)
 
 
 def simulator_target(documents: Sequence[dict[str, Any]], words_per_doc: int = 30) -> str:
@@ -238,7 +149,7 @@ def make_simulator_sft_dataset(
     return hf_datasets.Dataset.from_list(out)
 
 
-def _check_sft_settings(load_in_4bit: bool, max_steps: int, learning_rate: float, lora_r: int) -> None:
+def check_sft_settings(load_in_4bit: bool, max_steps: int, learning_rate: float, lora_r: int) -> None:
     import torch
 
     if load_in_4bit and not torch.cuda.is_available():
@@ -308,7 +219,7 @@ def train_simulator(
     """
     import torch
 
-    _check_sft_settings(load_in_4bit, max_steps, learning_rate, lora_r)
+    check_sft_settings(load_in_4bit, max_steps, learning_rate, lora_r)
     if len(dataset) == 0 or not {"prompt", "completion"} <= set(dataset.column_names):
         raise ValueError(
             "The SFT dataset must be non-empty with 'prompt' and 'completion' (make_simulator_sft_dataset)."
@@ -372,141 +283,3 @@ def train_simulator(
     merged.save_pretrained(out / "merged")
     tokenizer.save_pretrained(out / "merged")
     return out / "merged"
-
-
-@dataclass
-class CollectArguments:
-    """``zerosearch-trl collect-simulator-data``: who searches, on which questions (the engine comes from
-    :class:`~zerosearch_trl.engines.factory.EngineSettings`, BM25 over the demo corpus by default)."""
-
-    datasets: str | None = field(
-        default=None, metadata={"help": "Comma-separated QA sources with gold answers (default: the demo task)."}
-    )
-    model: str = field(default="default", metadata={"help": "The policy that searches: folder or hub id."})
-    output_dir: str = field(default="simulator-data", metadata={"help": "Where pairs/ and pairs.jsonl go."})
-    limit: int | None = field(default=64, metadata={"help": "Questions per dataset (default 64; None: all)."})
-    correct: str = field(default="exact_match", metadata={"help": "Outcome score: exact_match, cover_em or f1."})
-    temperature: float = field(default=0.0, metadata={"help": "Policy sampling temperature (0: greedy)."})
-    prompt_style: str = field(default="one_shot", metadata={"help": "Policy instruction: one_shot or zero_shot."})
-    batch_size: int = field(default=16, metadata={"help": "Questions played together."})
-
-
-@dataclass
-class SimulatorSFTArguments:
-    """``zerosearch-trl sft-simulator``: fine-tune a simulator on collected pairs (collected first when none are
-    given: the embedded policy against BM25 over the demo corpus; for a real corpus, run
-    ``collect-simulator-data --corpus ...`` first and pass ``--pairs``)."""
-
-    pairs: str | None = field(
-        default=None, metadata={"help": "pairs.jsonl or a pairs/ folder from collect-simulator-data."}
-    )
-    model: str = field(default="default", metadata={"help": "The model to turn into a simulator."})
-    output_dir: str = field(default="simulator", metadata={"help": "Adapter (and merged/) folder."})
-    labelling: str = field(default="outcome", metadata={"help": "'outcome' (paper) or 'contains_answer'."})
-    top_k: int = field(default=5, metadata={"help": "Documents per target: the engine's top_k at training time."})
-    words_per_doc: int = field(default=30, metadata={"help": "Words per target document (paper: 30)."})
-    max_steps: int = field(default=100, metadata={"help": "SFT optimisation steps."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "LoRA learning rate."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "SFT batch size."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimisation step."})
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Recompute activations in backward: less memory, slower (default: TRL's, on)."}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling (alpha / r multiplies the update)."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA (needs a CUDA GPU)."})
-    merge: bool = field(default=True, metadata={"help": "Also write the merged model to output_dir/merged."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir that holds another run."})
-    report_to: str = field(default="none", metadata={"help": "Trainer loggers (wandb, trackio, tensorboard)."})
-
-
-def run_collect_cli(argv: Sequence[str]) -> int:
-    """``zerosearch-trl collect-simulator-data [--datasets ...] [--engine bm25 --corpus ...] [flags]``."""
-    from zerosearch_trl.cli import command_parser
-    from zerosearch_trl.engines.factory import EngineSettings
-
-    parser = command_parser("collect-simulator-data", [CollectArguments, EngineSettings])
-    parser.set_defaults(engine="bm25")
-    args, settings = parser.parse_args_and_config(list(argv))
-    pairs = _collect(args, settings)
-    print(f"{len(pairs)} pairs ({sum(r == 'useful' for r in pairs['label'])} useful) in {args.output_dir}")
-    return 0
-
-
-def run_sft_cli(argv: Sequence[str]) -> int:
-    """``zerosearch-trl sft-simulator [--pairs pairs.jsonl] [--model M] [flags]``."""
-    import datasets as hf_datasets
-
-    from zerosearch_trl.cli import command_parser
-    from zerosearch_trl.engines.factory import EngineSettings
-
-    (args,) = command_parser("sft-simulator", [SimulatorSFTArguments]).parse_args_and_config(list(argv))
-    _check_sft_settings(args.load_in_4bit, args.max_steps, args.learning_rate, args.lora_r)
-    out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:  # before collecting or loading anything
-        raise ValueError(f"{out} already holds files (another run?): choose a new --output_dir or pass --overwrite.")
-    if args.pairs:
-        source = Path(args.pairs)
-        if not source.exists():
-            raise FileNotFoundError(f"--pairs {source} does not exist (make it with collect-simulator-data).")
-        pairs = (
-            hf_datasets.load_from_disk(str(source))
-            if source.is_dir()
-            else hf_datasets.load_dataset("json", data_files=str(source), split="train")
-        )
-    else:  # the documented default: the embedded policy against BM25 over the generated demo corpus
-        logger.info("No --pairs: collecting them first (embedded policy, BM25 over the demo corpus).")
-        collect_args = CollectArguments(output_dir=str(out / "pairs-collected"))
-        pairs = _collect(collect_args, EngineSettings(engine="bm25", search_top_k=args.top_k))
-    sft = make_simulator_sft_dataset(
-        pairs,
-        labelling=args.labelling,
-        top_k=args.top_k,
-        words_per_doc=args.words_per_doc,
-    )
-    folder = train_simulator(
-        args.model,
-        sft,
-        output_dir=str(out),
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        load_in_4bit=args.load_in_4bit,
-        merge=args.merge,
-        overwrite=True,  # checked above, before the collection wrote into it
-        report_to=args.report_to,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        **({} if args.gradient_checkpointing is None else {"gradient_checkpointing": args.gradient_checkpointing}),
-    )
-    print(f"Simulator trained on {len(sft)} rows: load it from {folder} with prompt_format='finetuned'.")
-    return 0
-
-
-def _collect(args: CollectArguments, settings: Any) -> Any:
-    from zerosearch_trl.engines.factory import make_engine
-
-    engine = make_engine(settings)
-    if args.datasets:
-        sources: Any = [s.strip() for s in args.datasets.split(",") if s.strip()]
-    else:
-        from zerosearch_trl.demo import make_demo_task
-
-        # The demo world that the default engine's corpus describes (engine_seed).
-        sources = {"demo": make_demo_task(seed=settings.engine_seed).dataset}
-    pairs = collect_simulator_data(
-        args.model,
-        sources,
-        engine,
-        correct=args.correct,
-        temperature=args.temperature,
-        limit=args.limit,
-        prompt_style=args.prompt_style,
-        batch_size=args.batch_size,
-    )
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs.save_to_disk(str(out / "pairs"))
-    pairs.to_json(str(out / "pairs.jsonl"), lines=True)
-    return pairs

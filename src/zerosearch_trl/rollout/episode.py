@@ -1,0 +1,52 @@
+"""One episode while it is played: the token ids, the loss mask and the counters that the rollout returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zerosearch_trl.engines.base import Document
+from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.protocol import is_well_formed
+
+
+@dataclass
+class Episode:
+    """One row's trajectory while it is played."""
+
+    prompt_ids: list[int]
+    question: str | None
+    golden_answers: tuple[str, ...]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    logprobs: list[float | None] = field(default_factory=list)
+    search_queries: list[str] = field(default_factory=list)
+    documents: list[list[Document]] = field(default_factory=list)
+    turns: int = 0
+    generation_errors: int = 0
+    noisy_searches: int = 0
+    invalid_actions: int = 0
+    observation_tokens: int = 0
+    done: bool = False
+    truncated: bool = False
+
+    def extend(self, ids: Sequence[int], from_model: bool, logprobs: Sequence[float | None] | None = None) -> None:
+        self.completion_ids.extend(ids)
+        self.env_mask.extend([int(from_model)] * len(ids))
+        # Observation tokens were not sampled: 0.0 is a placeholder that TRL masks with env_mask.
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+        if not from_model:
+            self.observation_tokens += len(ids)
+
+    def drop_last(self) -> None:
+        del self.completion_ids[-1], self.env_mask[-1], self.logprobs[-1]
+
+
+GenerateIds = Callable[[list[list[int]], GenerationParams], "list[Generation] | None"]
+"""One batched generation from token ids (the policy's turn for every live row)."""
+
+
+def is_well_formed_episode(episode: Episode, tokenizer: Any) -> bool:
+    """Whether ``episode`` ended untruncated and follows the protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`)."""
+    return not episode.truncated and is_well_formed(tokenizer.decode(episode.completion_ids, skip_special_tokens=True))

@@ -1,0 +1,313 @@
+"""The main job: GRPO with the multi-turn search rollout against a simulated engine, a noise curriculum and a report.
+
+Any engine of :func:`~zerosearch_trl.make_engine` can stand in for the simulator (``--engine bm25|dense|hybrid|
+remote|web``): a hybrid mixes real and simulated documents, and a real engine alone trains as Search-R1 does (no
+simulated documents, so the noise curriculum is off).
+
+``zerosearch-trl train`` (or :func:`train` from Python) wires the library's parts into TRL's ``GRPOTrainer``:
+
+1. every setting is checked first (schedule, rewards, engine, LoRA targets, dataset gold answers), so that a bad
+   configuration fails before any model loads;
+2. the QA data (a file, a hub dataset, or by default the package's generated demo task, with questions held back
+   for the before/after measurement), the policy (optionally with LoRA/QLoRA from TRL's ``ModelConfig``) and the
+   simulator (by default a frozen copy of the initial policy);
+3. an optional warm start (a short SFT on well-formed search trajectories, the cold start a small model needs);
+4. GRPO with :func:`~zerosearch_trl.make_search_rollout`, the :class:`~zerosearch_trl.CurriculumCallback`, the
+   training guards and ``metrics.jsonl``;
+5. the final model or adapter, ``report.md`` with plots, and a one-screen summary.
+
+With no arguments it trains the embedded SmolLM2-135M-Instruct on CPU in minutes (:data:`~zerosearch_trl.training.config.CPU_DEFAULTS`); the paper's
+setting is one recipe away (``examples/recipes/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from zerosearch_trl.training.config import (
+    CurriculumArguments,
+    EngineArguments,
+    JobArguments,
+    SearchScriptArguments,
+    check_config,
+    model_load_kwargs,
+    resolve_rewards,
+    schedule_from_args,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Policy:
+    """The policy as the job loads it: the model, its tokenizer, and how to load it again."""
+
+    model: Any
+    tokenizer: Any
+    dtype: Any
+    load_kwargs: dict[str, Any]
+    prompt_style: str
+    is_default: bool
+
+
+def train(
+    script_args: SearchScriptArguments | None = None,
+    engine_args: EngineArguments | None = None,
+    curriculum_args: CurriculumArguments | None = None,
+    training_args: Any = None,
+    model_args: Any = None,
+) -> dict[str, Any]:
+    """Run the main job; return the run's summary (also written to ``output_dir/summary.json``).
+
+    Args:
+        script_args: data, prompt, rewards, warm start (:class:`~zerosearch_trl.training.config.SearchScriptArguments`).
+        engine_args: the engine, the simulator by default (:class:`~zerosearch_trl.training.config.EngineArguments`).
+        curriculum_args: the noise schedule (:class:`~zerosearch_trl.training.config.CurriculumArguments`).
+        training_args: a ``trl.GRPOConfig``, or a :class:`~zerosearch_trl.training.config.SearchTrainingConfig` for
+            the REINFORCE baseline and PPO's settings (``--algorithm ppo`` needs one); default: ``CPU_DEFAULTS``.
+        model_args: a ``trl.ModelConfig`` (model, dtype, LoRA/QLoRA); default: the embedded model, no LoRA.
+
+    Example:
+        >>> from trl import GRPOConfig
+        >>> summary = train(training_args=GRPOConfig(**{**CPU_DEFAULTS, "max_steps": 2}))  # doctest: +SKIP
+        >>> summary["report"]  # doctest: +SKIP
+        'runs/zerosearch/report.md'
+    """
+    import torch
+
+    from zerosearch_trl.models import disable_cudnn_attention
+    from zerosearch_trl.training.guards import TrainingGuardCallback
+    from zerosearch_trl.training.summary import finish_run
+
+    args = JobArguments.with_defaults(script_args, engine_args, curriculum_args, training_args, model_args)
+    check_config(args.script, args.engine, args.curriculum, args.training, args.model)
+    started = time.monotonic()
+    if torch.cuda.is_available():
+        disable_cudnn_attention()  # NaN gradients from left-padded rows in bf16 (see its docstring)
+
+    style = prompt_style_for(args.script, args.model)
+    train_rows, heldout, task = load_training_data(args.script, style)
+    output_dir = Path(args.training.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(args.model, style)
+    questions = list(heldout["question"])
+    probes = {"start": probe(policy.model, policy.tokenizer, questions, args.script, style)}
+    warm = run_warm_start(policy, task, questions, args)
+    probes["after_warm_start"] = probe(policy.model, policy.tokenizer, questions, args.script, style) if warm else None
+    engine, heldout_engine = build_engines(args.engine, args.model)
+    guard = TrainingGuardCallback()
+    trainer = build_trainer(policy, train_rows, engine, guard, args)
+    add_curriculum(trainer, engine, args.curriculum)
+    heldout_eval = add_heldout_eval(trainer, heldout, heldout_engine, policy, args)
+    add_metrics_file(trainer, output_dir)
+    trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
+    trainer.save_model(str(output_dir))
+    probes["end"] = probe(trainer.model, policy.tokenizer, questions, args.script, style)
+    return finish_run(
+        trainer,
+        engine,
+        guard,
+        heldout_eval,
+        probes,
+        args,
+        warm=warm,
+        started=started,
+        n_rows=(len(train_rows), len(heldout)),
+    )
+
+
+def prompt_style_for(script_args: SearchScriptArguments, model_args: Any) -> str:
+    """``--prompt_style``, else one-shot for the embedded model (it needs the worked example) and zero-shot (the
+    paper's) for any other."""
+    from zerosearch_trl.models import is_default_model
+
+    return script_args.prompt_style or ("one_shot" if is_default_model(model_args.model_name_or_path) else "zero_shot")
+
+
+def load_policy(model_args: Any, style: str) -> Policy:
+    """The policy to train, loaded with ``model_args`` (dtype, revision, attention kernel, QLoRA quantization)."""
+    import torch
+
+    from zerosearch_trl.models import is_default_model, load_model
+
+    is_default = is_default_model(model_args.model_name_or_path)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    load_kwargs = model_load_kwargs(model_args)
+    model, tokenizer = load_model(model_args.model_name_or_path, dtype=dtype or "auto", **load_kwargs)
+    return Policy(model, tokenizer, dtype or "auto", load_kwargs, style, is_default)
+
+
+def load_training_data(script_args: SearchScriptArguments, prompt_style: str) -> tuple[Any, Any, Any]:
+    """``(train_dataset, heldout_dataset, demo_task_or_None)``; the held-out rows are never trained on."""
+    from zerosearch_trl.data import QADataError, load_qa_dataset
+    from zerosearch_trl.demo import make_demo_task
+
+    task = None
+    if script_args.dataset is None:
+        task = make_demo_task(
+            script_args.demo_questions + script_args.heldout_questions, seed=0, prompt_style=prompt_style
+        )
+        dataset = task.dataset
+    else:
+        dataset = load_qa_dataset(script_args.dataset, script_args.dataset_split, prompt_style=prompt_style)
+    empty = sum(not golds for golds in dataset["golden_answers"])
+    if empty:
+        raise QADataError(
+            f"{empty} of {len(dataset)} rows of {script_args.dataset or 'the demo task'} have no gold answers: "
+            "the rewards need them; drop those rows or fill 'golden_answers'."
+        )
+    n_heldout = min(script_args.heldout_questions, len(dataset) // 2)
+    heldout = dataset.select(range(len(dataset) - n_heldout, len(dataset)))
+    train_rows = dataset.select(range(len(dataset) - n_heldout))
+    if script_args.limit is not None:
+        train_rows = train_rows.select(range(min(script_args.limit, len(train_rows))))
+    return train_rows, heldout, task
+
+
+def build_engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, Any]:
+    """``(engine, heldout_engine)``: the engine the policy trains against, and the yardstick of the held-out
+    evaluation: the same settings without noise or cache, sharing the simulator's weights (and a hybrid's real
+    engine); a real engine serves both as it is."""
+    from zerosearch_trl.engines.factory import make_engine, make_simulator
+
+    settings = engine_args
+    if settings.simulator_model == "policy":  # a frozen copy of the initial policy, loaded on its own
+        settings = replace(settings, simulator_model=model_args.model_name_or_path or "default")
+    if settings.engine not in ("simulated", "hybrid"):
+        engine = make_engine(settings)
+        return engine, engine
+    simulator = make_simulator(settings)
+    engine = make_engine(settings, simulator=simulator)
+    heldout = make_engine(replace(settings, cache_path=None), simulator=simulator, real=getattr(engine, "real", None))
+    return engine, heldout
+
+
+def probe(model: Any, tokenizer: Any, questions: Sequence[str], script_args: SearchScriptArguments, style: str):
+    """The shares of held-out first turns that search, answer or do neither (``None`` when probing is off)."""
+    from zerosearch_trl.training.probe import well_formed_search_share
+
+    if not script_args.probe_samples or not questions:
+        return None
+    was_training = model.training
+    result = well_formed_search_share(
+        model,
+        tokenizer,
+        questions,
+        n=script_args.probe_samples,
+        prompt_style=style,
+        prefill=script_args.prefill or None,
+    )
+    model.train(was_training)
+    return result["shares"]
+
+
+def run_warm_start(policy: Policy, task: Any, heldout_questions: Sequence[str], args: JobArguments) -> bool:
+    """The warm start, when it is on and the run is not resuming; ``policy`` then holds the warm-started model.
+
+    Returns:
+        Whether it ran.
+    """
+    from zerosearch_trl.models import load_model
+    from zerosearch_trl.training.warmstart import make_warmstart_dataset, warm_start
+
+    script_args, training_args = args.script, args.training
+    warm = script_args.warm_start if script_args.warm_start is not None else policy.is_default
+    if not warm or training_args.resume_from_checkpoint:
+        return False
+    warm_dir = Path(training_args.output_dir) / "warm_start"
+    data = make_warmstart_dataset(
+        task, prompt_style=policy.prompt_style, exclude_questions=heldout_questions, seed=training_args.seed
+    )
+    model = warm_start(
+        policy.model,
+        policy.tokenizer,
+        data,
+        output_dir=str(warm_dir),
+        **({"max_steps": script_args.warm_start_steps} if script_args.warm_start_steps else {}),
+        prefill=script_args.prefill or None,
+        seed=training_args.seed,
+    )
+    # Saved and reloaded so that TRL's reference model (built from the model's path when beta > 0) is the
+    # warm-started policy, the start of RL, and not the original checkpoint.
+    model.save_pretrained(warm_dir / "model")
+    policy.tokenizer.save_pretrained(warm_dir / "model")
+    policy.load_kwargs.pop("revision", None)  # a local folder now
+    policy.model, policy.tokenizer = load_model(warm_dir / "model", dtype=policy.dtype, **policy.load_kwargs)
+    return True
+
+
+def build_trainer(
+    policy: Policy,
+    train_rows: Any,
+    engine: Any,
+    guard: Any,
+    args: JobArguments,
+) -> Any:
+    """The ``--algorithm``'s trainer (TRL's ``GRPOTrainer`` or one of its subclasses) with the search rollout, the
+    rewards, LoRA when asked, and the training ``guard``."""
+    from trl import GRPOTrainer, get_peft_config
+
+    from zerosearch_trl.rollout import make_search_rollout
+    from zerosearch_trl.training.ppo import SearchPPOTrainer
+    from zerosearch_trl.training.reinforce import SearchReinforceTrainer
+
+    trainer_class = {"grpo": GRPOTrainer, "reinforce": SearchReinforceTrainer, "ppo": SearchPPOTrainer}
+    return trainer_class[args.script.algorithm](
+        model=policy.model,
+        processing_class=policy.tokenizer,
+        args=args.training,
+        train_dataset=train_rows,
+        reward_funcs=resolve_rewards(args.script.rewards),
+        rollout_func=make_search_rollout(engine, max_turns=args.script.max_turns, prefill=args.script.prefill or None),
+        peft_config=get_peft_config(args.model),
+        callbacks=[guard],
+    )
+
+
+# The callbacks that add keys to the logs go first (attach), so that report_to and metrics.jsonl see those keys.
+
+
+def add_curriculum(trainer: Any, engine: Any, curriculum_args: CurriculumArguments) -> None:
+    """The noise curriculum, for an engine that serves simulated documents (a real engine alone has no noise)."""
+    from zerosearch_trl.training.curriculum import CurriculumCallback
+
+    if hasattr(engine, "noise_prob"):
+        CurriculumCallback(engine, schedule_from_args(curriculum_args)).attach(trainer)
+    else:
+        logger.warning("The %s engine serves no simulated documents: the noise curriculum is off.", engine.name)
+
+
+def add_heldout_eval(
+    trainer: Any,
+    heldout: Any,
+    heldout_engine: Any,
+    policy: Policy,
+    args: JobArguments,
+) -> Any:
+    """The held-out evaluation callback when ``--heldout_eval`` is on (else ``None``); it has its own noise-free
+    engine, since the curriculum's noise must not move the yardstick."""
+    from zerosearch_trl.training.heldout import SearchEvalCallback
+
+    if not args.script.heldout_eval or not len(heldout):
+        return None
+    return SearchEvalCallback(
+        heldout,
+        heldout_engine,
+        eval_steps=args.script.heldout_eval_steps,
+        max_turns=args.script.max_turns,
+        prefill=args.script.prefill or None,
+        prompt_style=policy.prompt_style,
+        max_completion_length=args.training.max_completion_length,
+    ).attach(trainer)
+
+
+def add_metrics_file(trainer: Any, output_dir: Path) -> None:
+    """``metrics.jsonl``: after every callback that adds keys to the logs."""
+    from zerosearch_trl.training.logs import MetricsJsonlCallback
+
+    trainer.add_callback(MetricsJsonlCallback(output_dir / "metrics.jsonl"))
