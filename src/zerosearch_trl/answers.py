@@ -2,7 +2,8 @@
 
 SQuAD normalisation (lower-case, no punctuation, no articles, collapsed whitespace), then token F1, strict exact
 match and cover EM (a gold answer contained, as whole words, in the prediction), each the best over the gold
-answers. This module sits at the bottom of the package and imports nothing from it.
+answers. A gold answer that normalises to nothing (``"---"``) matches no prediction, not even an empty one. This
+module sits at the bottom of the package and imports nothing from it.
 
 Example:
     >>> f1_score("the Eiffel Tower", ["Eiffel Tower"]), cover_exact_match("in Paris, France", "Paris")
@@ -81,7 +82,8 @@ def exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
     if prediction is None:
         return 0.0
     pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(g) for g in as_gold_list(golds)))
+    # A gold that normalises to nothing ("---") would match every empty prediction: it matches nothing.
+    return float(any((g := normalize_answer(gold)) and pred == g for gold in as_gold_list(golds)))
 
 
 def cover_exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:

@@ -12,17 +12,20 @@ Layouts:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from zerosearch_trl.answers import as_gold_list
+from zerosearch_trl.answers import as_gold_list, normalize_answer
 from zerosearch_trl.prompts import PromptStyle, build_policy_prompt
 
 _FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _EXPECTED = "'question' + 'golden_answers' (FlashRAG), or 'prompt' + 'reward_model' (veRL)"
+
+logger = logging.getLogger(__name__)
 
 
 class QADataError(ValueError):
@@ -86,12 +89,33 @@ def load_qa_dataset(
         return out
 
     # In memory and uncached: QA sets are small, and a stale on-disk cache would hide a change of prompt code.
-    return raw.map(
+    rows = raw.map(
         to_row,
         remove_columns=raw.column_names,
         keep_in_memory=True,
         load_from_cache_file=False,
         desc=f"Formatting {name}",
+    )
+    _warn_about_empty_golds(rows, name)
+    return rows
+
+
+def _warn_about_empty_golds(rows: datasets.Dataset, name: str) -> None:
+    """One warning for the rows with a gold answer that normalises to nothing (it can never be matched)."""
+    empty = [(i, g) for i, golds in enumerate(rows["golden_answers"]) for g in golds if not normalize_answer(g)]
+    if not empty:
+        return
+    n_rows = len({i for i, _ in empty})
+    first, gold = empty[0]
+    logger.warning(
+        "%s: %d of %d rows have a gold answer that normalises to nothing (first: row %d, %r, gold %r); such a "
+        "gold matches no prediction, so a row with no other gold always scores 0: fix or drop those rows.",
+        name,
+        n_rows,
+        len(rows),
+        first,
+        rows[first]["question"],
+        gold,
     )
 
 
