@@ -200,9 +200,9 @@ def wrapper_of_a_wrapper():
 def test_the_callback_sets_noise_prob_on_the_engine_or_the_engine_a_target_wraps(make_target):
     target, holder = make_target()
     callback = CurriculumCallback(target, LinearSchedule(), total_steps=10)
-    callback.on_step_begin(None, TrainerState(global_step=4, max_steps=99), TrainerControl())
-    assert holder.noise_prob == pytest.approx(0.2)
-    assert callback.history == [(4, pytest.approx(0.2))]
+    callback.on_step_begin(None, TrainerState(global_step=4, max_steps=99), TrainerControl())  # step 5 of 10
+    assert holder.noise_prob == pytest.approx(0.25)
+    assert callback.history == [(5, pytest.approx(0.25))]
 
 
 @pytest.mark.parametrize(
@@ -227,8 +227,23 @@ def test_the_callback_uses_max_steps_by_default_and_records_each_step_once():
     callback.on_step_begin(None, state, TrainerControl())  # the same step again: not recorded twice
     state.global_step = 2
     callback.on_step_begin(None, state, TrainerControl())
-    assert callback.history == [(0, 0.0), (2, pytest.approx(1 / 6))]
-    assert engine.noise_prob == callback.current_p == pytest.approx(1 / 6)
+    third = 0.5 * (4**0.75 - 1) / 3
+    assert callback.history == [(1, pytest.approx(0.5 * (4**0.25 - 1) / 3)), (3, pytest.approx(third))]
+    assert engine.noise_prob == callback.current_p == pytest.approx(third)
+
+
+def test_the_last_of_m_steps_trains_at_p_end_as_in_the_reference():
+    """The reference counts training steps 1..m: step i trains at p_s + (b^(i/m) - 1) / (b - 1) * (p_e - p_s)."""
+    engine = make_engine()
+    callback = CurriculumCallback(engine, ExponentialSchedule(p_start=0.0, p_end=0.5, base=4))
+    state = TrainerState(global_step=0, max_steps=4)
+    seen = []
+    for finished in range(4):  # global_step counts the finished steps; the step about to run is finished + 1
+        state.global_step = finished
+        callback.on_step_begin(None, state, TrainerControl())
+        seen.append(engine.noise_prob)
+    assert seen == [pytest.approx(0.5 * (4 ** (i / 4) - 1) / 3) for i in (1, 2, 3, 4)]
+    assert seen[-1] == pytest.approx(0.5)
 
 
 def test_callback_state_is_json_and_rebuilds_with_the_target():
@@ -241,7 +256,7 @@ def test_callback_state_is_json_and_rebuilds_with_the_target():
     saved = json.loads(json.dumps(callback.state()))
     engine = make_engine()
     copy = CurriculumCallback.from_state(saved, target=engine)
-    assert copy.history == callback.history == [(0, 0.0), (1, pytest.approx(0.1))]
+    assert copy.history == callback.history == [(1, 0.0), (2, pytest.approx(0.1))]
     assert copy.schedule == callback.schedule and copy.schedule.p == pytest.approx(0.1) and copy.total_steps == 8
     with pytest.raises(TypeError, match="needs the target"):
         CurriculumCallback.from_state(saved)
@@ -259,12 +274,12 @@ def test_resume_restores_only_a_matching_schedule(caplog):
         return callback
 
     same = resume(AdaptiveSchedule(window=1, step_size=0.1), {"CurriculumCallback": saved.state()})
-    assert same.history == [(3, 0.1), (4, 0.1)]
+    assert same.history == [(4, 0.1), (5, 0.1)]
     assert not caplog.records
     with caplog.at_level(logging.WARNING, logger="zerosearch_trl.training.curriculum"):
         changed = resume(AdaptiveSchedule(window=1, step_size=0.2), {"CurriculumCallback": saved.state()})
         missing = resume(AdaptiveSchedule(window=1, step_size=0.1), {})
-    assert changed.history == missing.history == [(4, 0.0)]  # the given schedules, from their start
+    assert changed.history == missing.history == [(5, 0.0)]  # the given schedules, from their start
     first, second = (r.getMessage() for r in caplog.records)
     assert "differs from the given" in first and "without CurriculumCallback state" in second
 
@@ -330,9 +345,9 @@ def test_grpo_run_follows_the_exponential_schedule_and_logs_it(tmp_path, tokeniz
     curriculum.attach(trainer)
     trainer.train()
 
-    expected = [0.5 * (4 ** (i / 4) - 1) / 3 for i in range(4)]  # 0, 0.069, 0.167, 0.305
+    expected = [0.5 * (4 ** (i / 4) - 1) / 3 for i in (1, 2, 3, 4)]  # 0.069, 0.167, 0.305, 0.5: the last at p_end
     assert seen == [(i, pytest.approx(p)) for i, p in enumerate(expected)]
-    assert curriculum.history == [(i, pytest.approx(p)) for i, p in enumerate(expected)]
+    assert curriculum.history == [(i + 1, pytest.approx(p)) for i, p in enumerate(expected)]
     # Each step's log carries the probability in force during that step, in log_history and for later callbacks.
     step_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert [(e["step"], e[NOISE_P_KEY]) for e in step_logs] == [
@@ -374,7 +389,7 @@ def test_resume_continues_the_adaptive_schedule_where_it_stopped(
 ):
     output_dir, uninterrupted, uninterrupted_seen = uninterrupted_run
     assert uninterrupted_seen == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.1)]
-    assert uninterrupted.history == uninterrupted_seen
+    assert uninterrupted.history == [(step + 1, p) for step, p in uninterrupted_seen]  # training steps 1..m
     # Without its saved state a callback would start over: p=0 at step 2, not 0.2.
     assert adaptive_curriculum(make_engine()).schedule(2, 4) == 0.0
 

@@ -5,9 +5,9 @@ Example:
     >>> from types import SimpleNamespace
     >>> engine = SimpleNamespace(noise_prob=0.0)  # stands in for a SimulatedSearchEngine
     >>> callback = CurriculumCallback(engine, "exponential")
-    >>> callback.on_step_begin(None, TrainerState(global_step=2, max_steps=4), None)
+    >>> callback.on_step_begin(None, TrainerState(global_step=3, max_steps=4), None)  # the last of 4 steps
     >>> round(engine.noise_prob, 4)
-    0.1667
+    0.5
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ class _CurriculumStandIn(TrainerCallback):
 class CurriculumCallback(TrainerCallback, ExportableState):
     """Sets the engine's noise probability from a schedule at every optimisation step, and logs it.
 
-    At ``on_train_begin`` and at each ``on_step_begin`` it sets ``noise_prob = schedule(state.global_step,
-    total_steps)`` on the target (``state.global_step`` is the number of finished optimisation steps, so the first
-    step is 0) and appends ``(step, p)`` to :attr:`history`. Every log gets ``curriculum/noise_p``, the probability in
+    At ``on_train_begin`` and at each ``on_step_begin`` it sets ``noise_prob = schedule(i, total_steps)`` on the
+    target for the step ``i`` about to run, counted 1..m as in the reference implementation (``state.global_step +
+    1``: the first step trains at ``schedule(1, m)``, the last at ``p_end``), and appends ``(i, p)`` to
+    :attr:`history`. Every log gets ``curriculum/noise_p``, the probability in
     force during the steps just logged: added to ``logs`` for the callbacks after this one and to the entry already in
     ``trainer.state.log_history``. Reporting integrations (``report_to``) run before user callbacks, so add the
     callback with :meth:`attach` for them to see it. The ``reward`` that TRL's GRPOTrainer logs is passed to
@@ -102,7 +103,7 @@ class CurriculumCallback(TrainerCallback, ExportableState):
         >>> from zerosearch_trl.training.schedules import LinearSchedule
         >>> callback = CurriculumCallback(engine, LinearSchedule(p_end=0.4))
         >>> trainer = GRPOTrainer(..., callbacks=[callback])  # doctest: +SKIP
-        >>> callback.on_step_begin(None, TrainerState(global_step=5, max_steps=10), None)
+        >>> callback.on_step_begin(None, TrainerState(global_step=4, max_steps=10), None)  # step 5 of 10
         >>> engine.noise_prob, callback.history
         (0.2, [(5, 0.2)])
     """
@@ -162,7 +163,9 @@ class CurriculumCallback(TrainerCallback, ExportableState):
         return self
 
     def _apply(self, state: TrainerState) -> None:
-        step = state.global_step
+        # Training steps count 1..m, as in the reference implementation, so that the last step trains at p_end:
+        # global_step is the number of finished steps, and the step about to run is the next one.
+        step = state.global_step + 1
         p = float(self.schedule(step, self.total_steps or state.max_steps))
         holder = _noise_holder(self.target)
         if holder is None:
