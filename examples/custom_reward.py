@@ -1,8 +1,9 @@
 """A reward of your own next to the library's: F1 on the answer, minus a small cost per search.
 
 The search rollout passes its per-episode extras to every reward function as keyword arguments
-(``num_searches``, ``search_queries``, ``noisy_fraction``, ``invalid_actions``, ``well_formed``), next to the
-dataset columns (``golden_answers``...). Use it from the command line (run from this folder, or put it on
+(``policy_turns``, ``num_searches``, ``search_queries``, ``noisy_fraction``, ``invalid_actions``, ``well_formed``),
+next to the dataset columns (``golden_answers``...). A reward that reads text should read ``policy_turns`` (what
+the policy itself generated, turn by turn), not the completion, which also holds what the environment wrote. Use it from the command line (run from this folder, or put it on
 PYTHONPATH):
 
     zerosearch-trl train --rewards f1 format custom_reward:search_cost_reward

@@ -56,7 +56,8 @@ def test_render_observation_numbers_documents():
 
 
 def test_invalid_feedback_names_both_actions():
-    assert "<search>" in INVALID_ACTION_FEEDBACK and "<answer>" in INVALID_ACTION_FEEDBACK
+    # In words, not as literal tags: a tag in the environment's text could be read as the policy's answer (#20).
+    assert "search tags" in INVALID_ACTION_FEEDBACK and "answer tags" in INVALID_ACTION_FEEDBACK
 
 
 @pytest.mark.parametrize(

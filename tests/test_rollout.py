@@ -34,6 +34,13 @@ SCRIPTS = {
     ],
     "Where is Delta?": [" I do not know", EOS, " Retry.</think>\n<answer> Oslo </answer>"],
     "Where is Omega?": [" and so on" * 400],
+    # Writes its own observation: the real generate stops at <information>, so the rest is never generated.
+    "Where is Zeta?": [
+        " I know.</think>\n<information> Doc 1 Paris is the answer. </information>\n<answer> Paris </answer>",
+        " Then.</think>\n<answer> Rome </answer>",
+    ],
+    # Never acts: three invalid turns, no answer of its own.
+    "Where is Eta?": [" hmm", EOS, " still thinking", EOS, " no idea", EOS],
 }
 GOLD = {
     "Where is Alpha?": ["Paris"],
@@ -41,6 +48,8 @@ GOLD = {
     "Where is Gamma?": ["Lima"],
     "Where is Delta?": ["Oslo"],
     "Where is Omega?": ["Nowhere"],
+    "Where is Zeta?": ["Paris"],
+    "Where is Eta?": ["and"],
 }
 
 
@@ -60,7 +69,7 @@ def next_turn_ids(tokenizer, context_ids, wrong=False) -> list[int]:
     text = tokenizer.decode(context_ids)
     question = next(q for q in SCRIPTS if q in text)
     episode = text.rsplit("<|im_start|>assistant", 1)[-1]  # the instruction's example holds tags too
-    turn = episode.count("<information>") + episode.count(INVALID_ACTION_FEEDBACK.strip()[:20])
+    turn = episode.count("</information>") + episode.count(INVALID_ACTION_FEEDBACK.strip()[:20])
     new: list[int] = []
     for piece in turn_outputs(question)[turn]:
         if piece is EOS:

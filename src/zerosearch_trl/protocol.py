@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 THINK, SEARCH, ANSWER, INFORMATION = "think", "search", "answer", "information"
 TAGS = (THINK, SEARCH, ANSWER, INFORMATION)
 
-STOP_STRINGS = ("</search>", "</answer>")
-"""Generation stops after either closing tag: the environment acts on the first complete action."""
+STOP_STRINGS = ("</search>", "</answer>", "<information>")
+"""Generation stops after either closing tag (the environment acts on the first complete action), and at an
+``<information>`` the policy starts writing itself: observations are the environment's to write."""
 
 INVALID_ACTION_FEEDBACK = (
-    "\nThat was not a valid action. To search, write the query between <search> and </search>. "
-    "To finish, write the final answer between <answer> and </answer>. Try again.\n"
+    "\nThat was not a valid action. To search, put the query inside the search tags. "
+    "To finish, put the final answer inside the answer tags. Try again.\n"
 )
-"""Observation returned for a turn that holds no complete action (the paper's corrective message, reworded)."""
+"""Observation returned for a turn that holds no complete action (the paper's corrective message, reworded). It
+names no tag literally: text the environment writes must never read as an answer of the policy's."""
 
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _INFORMATION_BLOCK = re.compile(r"<information>.*?(?:</information>|$)", re.DOTALL)
@@ -107,23 +109,34 @@ def render_observation(documents: Sequence[Document]) -> str:
     return f"\n\n<information>{body}</information>\n\n"
 
 
-def is_well_formed(text: str) -> bool:
+def is_well_formed(text: str | Sequence[str]) -> bool:
     """Whether a completion follows the protocol: ``(think? search information)* think? answer``.
 
+    ``text`` is a whole transcript (observations included), or the policy's own turns, as the search rollout
+    hands them to reward functions (``policy_turns``: the ``env_mask = 1`` spans, one string per turn). Turns are
+    checked strictly: every turn but the last is ``think? search``, the last is ``think? answer``, and an
+    ``<information>`` tag in the policy's own text (a fabricated observation) is never well formed.
+
     Rules: tags never nest; every ``<search>`` is followed by an ``<information>`` block; exactly one
-    ``<answer>``, last; search and answer are not empty; only whitespace outside tags. A completion may begin inside a ``<think>`` opened by a
-    prefill in the prompt (its text then starts with reasoning and a ``</think>``). Never raises.
+    ``<answer>``, last; search and answer are not empty; only whitespace outside tags. A completion may begin
+    inside a ``<think>`` opened by a prefill in the prompt (its text then starts with reasoning and a ``</think>``).
+    Never raises.
 
     Example:
         >>> is_well_formed("<think>easy</think><answer>Paris</answer>")
         True
         >>> is_well_formed("Paris")
         False
+        >>> is_well_formed([" I look.</think><search> Lyon </search>", "<think>ok</think><answer> France </answer>"])
+        True
     """
-    stripped = text.strip()
-    first_close, first_open = stripped.find("</think>"), stripped.find("<think>")
-    if first_close != -1 and (first_open == -1 or first_close < first_open):
-        stripped = "<think>" + stripped  # the completion continues a prefilled <think>
+    if not isinstance(text, str):
+        turns = list(text)
+        last = len(turns) - 1
+        return bool(turns) and all(
+            _is_well_formed_turn(turn, ANSWER if i == last else SEARCH, first=i == 0) for i, turn in enumerate(turns)
+        )
+    stripped = _open_prefilled_think(text.strip())
     # Tokenise into (tag, closing?) events, checking that the text between tags is whitespace where required.
     open_tag: str | None = None
     previous_action: str | None = None  # the last closed search/answer/information
@@ -149,3 +162,34 @@ def is_well_formed(text: str) -> bool:
             if tag != THINK:
                 previous_action = tag
     return open_tag is None and previous_action == ANSWER and not stripped[position:].strip()
+
+
+def _open_prefilled_think(text: str) -> str:
+    """``text`` with the ``<think>`` that a prefill opened in the prompt, when it starts inside one."""
+    first_close, first_open = text.find("</think>"), text.find("<think>")
+    if first_close != -1 and (first_open == -1 or first_close < first_open):
+        return "<think>" + text
+    return text
+
+
+def _is_well_formed_turn(turn: str, action: str, *, first: bool) -> bool:
+    """One policy turn: ``think* action`` with nothing but whitespace outside the tags and no ``<information>``."""
+    stripped = _open_prefilled_think(turn.strip()) if first else turn.strip()
+    open_tag: str | None = None
+    acted = False
+    position = 0
+    for match in _TAG.finditer(stripped):
+        between = stripped[position : match.start()]
+        position = match.end()
+        closing, tag = match.group(1) == "/", match.group(2)
+        if tag not in (THINK, action) or (open_tag is None and between.strip()):
+            return False
+        if not closing:
+            if open_tag is not None or acted:
+                return False
+            open_tag = tag
+        else:
+            if open_tag != tag or (tag == action and not between.strip()):
+                return False
+            open_tag, acted = None, tag == action
+    return open_tag is None and acted and not stripped[position:].strip()

@@ -2,9 +2,11 @@
 
 Every reward function has TRL's signature ``(completions, **kwargs) -> list[float]``: it reads the
 completions (plain strings or conversational message lists) and the dataset's ``golden_answers`` column
-(or ``answer`` when that is absent). Only the generated completion is read, never the prompt (prompts hold
-example ``<answer>`` tags), and the answer is the LAST ``<answer>`` the policy wrote. A completion without an
-answer scores 0. No reward function raises on any text.
+(or ``answer`` when that is absent). Only what the policy generated is read, never the prompt (prompts hold
+example ``<answer>`` tags): when the search rollout provides ``policy_turns`` (each turn the policy generated,
+without the observations and corrective messages the environment wrote between them), that is what is read;
+otherwise the completion, with its ``<information>`` blocks removed. The answer is the LAST ``<answer>`` the
+policy wrote; a completion without one scores 0. No reward function raises on any text.
 
 Example:
     >>> from zerosearch_trl.rewards import f1_reward
@@ -41,9 +43,12 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def completion_text(completion: Any) -> str:
-    """The text the policy generated: a string as is; for chat messages, the assistant turns joined."""
+    """The text the policy generated: a string as is; the policy's turns (a list of strings) or, for chat
+    messages, the assistant turns, joined."""
     if isinstance(completion, str):
         return completion
+    if _is_turns(completion):
+        return "\n".join(completion)
     if isinstance(completion, dict):
         completion = [completion]
     parts: list[str] = []
@@ -61,6 +66,7 @@ def completion_text(completion: Any) -> str:
 def extract_answer(completion: Any) -> str | None:
     """The content of the last complete ``<answer>`` the policy wrote, or ``None``.
 
+    ``completion`` is a transcript, chat messages, or the policy's own turns (the rollout's ``policy_turns``).
     ``<information>`` blocks (written by the search engine, not the policy) are ignored.
 
     Example:
@@ -85,10 +91,27 @@ def _golds_column(kwargs: dict[str, Any], n: int) -> list[Any]:
     )
 
 
+def policy_texts(completions: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """What the policy itself generated, per row: the rollout's ``policy_turns`` when the reward function got them
+    (the search rollout provides them), else the completions as given.
+
+    Example:
+        >>> policy_texts(["<answer> x </answer>"], {"policy_turns": [["<think>a</think> no answer"]]})
+        [['<think>a</think> no answer']]
+    """
+    turns = kwargs.get("policy_turns")
+    if turns is None:
+        return list(completions)
+    turns = list(turns)
+    if len(turns) != len(completions):
+        raise ValueError(f"Column 'policy_turns' has {len(turns)} rows but there are {len(completions)} completions.")
+    return turns
+
+
 def _answer_reward(metric: Callable[[str | None, Any], float], name: str, doc: str):
     def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         golds = _golds_column(kwargs, len(completions))
-        return [metric(extract_answer(c), g) for c, g in zip(completions, golds)]
+        return [metric(extract_answer(c), g) for c, g in zip(policy_texts(completions, kwargs), golds)]
 
     reward.__name__ = reward.__qualname__ = name
     reward.__doc__ = doc
@@ -128,10 +151,15 @@ cover_em_reward = _answer_reward(
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """1.0 for a completion that follows the tag protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`).
+    """1.0 for a completion that follows the tag protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`);
+    with the rollout's ``policy_turns``, the policy's own turns are checked, turn by turn.
 
     Example:
         >>> format_reward(["<think>x</think><answer> y </answer>", "y"])
         [1.0, 0.0]
     """
-    return [float(is_well_formed(completion_text(c))) for c in completions]
+    return [float(is_well_formed(c if _is_turns(c) else completion_text(c))) for c in policy_texts(completions, kwargs)]
+
+
+def _is_turns(completion: Any) -> bool:
+    return isinstance(completion, (list, tuple)) and all(isinstance(turn, str) for turn in completion)

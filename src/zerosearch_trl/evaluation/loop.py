@@ -228,7 +228,7 @@ class _Player:
         scored = []
         for row, episode in zip(rows, episodes):
             text = self.tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
-            prediction = extract_answer(text)
+            prediction = extract_answer(episode.policy_turns)  # the policy's own text, never the observations
             golds = list(row["golden_answers"])
             scored.append(
                 {
@@ -240,7 +240,7 @@ class _Player:
                     "answered": float(prediction is not None),
                     "mean_searches": len(episode.search_queries),
                     "mean_turns": episode.turns,
-                    "well_formed": float(is_well_formed_episode(episode, self.tokenizer)),
+                    "well_formed": float(is_well_formed_episode(episode)),
                     "searches": list(episode.search_queries),
                     "documents": [
                         [{"title": d.title, "text": d.text, **_doc_meta(d.meta)} for d in documents]

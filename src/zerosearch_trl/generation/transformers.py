@@ -107,11 +107,25 @@ class TransformersGenerator:
             end = next((i for i, token in enumerate(row) if token in eos_ids or token == pad_id), len(row))
             ids = row[:end]
             text, stopped = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
-            if not stopped and end < len(row) and row[end] in eos_ids:
+            if stopped:
+                ids = self._ids_through_stop(ids, params.stop)
+            elif end < len(row) and row[end] in eos_ids:
                 ids.append(row[end])  # the model ended the text itself
             finish = "stop" if stopped or end < len(row) else "length"
             generations.append(Generation(text=text, finish_reason=finish, token_ids=ids))
         return generations
+
+    def _ids_through_stop(self, ids: list[int], stop: Sequence[str]) -> list[int]:
+        """The shortest prefix of ``ids`` whose text holds a stop string: what the caller acts on is exactly what
+        was generated, and no token past the stop (which ``generate`` may have produced) is kept, or trained on."""
+        low, high = 1, len(ids)  # the text of ids[:high] holds a stop string; find the smallest such length
+        while low < high:
+            middle = (low + high) // 2
+            if truncate_at_stop(self.tokenizer.decode(ids[:middle], skip_special_tokens=True), stop)[1]:
+                high = middle
+            else:
+                low = middle + 1
+        return ids[:high]
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from zerosearch_trl.engines.base import Document
 from zerosearch_trl.generation.base import Generation, GenerationParams
@@ -13,7 +12,11 @@ from zerosearch_trl.protocol import is_well_formed
 
 @dataclass
 class Episode:
-    """One row's trajectory while it is played."""
+    """One row's trajectory while it is played.
+
+    ``policy_turns`` holds the text of each turn the policy generated (its ``env_mask = 1`` tokens, decoded turn by
+    turn): what rewards, format checks and evaluation read, never the observations between them.
+    """
 
     prompt_ids: list[int]
     question: str | None
@@ -21,6 +24,7 @@ class Episode:
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)
     logprobs: list[float | None] = field(default_factory=list)
+    policy_turns: list[str] = field(default_factory=list)
     search_queries: list[str] = field(default_factory=list)
     documents: list[list[Document]] = field(default_factory=list)
     turns: int = 0
@@ -47,6 +51,7 @@ GenerateIds = Callable[[list[list[int]], GenerationParams], "list[Generation] | 
 """One batched generation from token ids (the policy's turn for every live row)."""
 
 
-def is_well_formed_episode(episode: Episode, tokenizer: Any) -> bool:
-    """Whether ``episode`` ended untruncated and follows the protocol (see :func:`~zerosearch_trl.protocol.is_well_formed`)."""
-    return not episode.truncated and is_well_formed(tokenizer.decode(episode.completion_ids, skip_special_tokens=True))
+def is_well_formed_episode(episode: Episode) -> bool:
+    """Whether ``episode`` ended untruncated and the policy's own turns follow the protocol (see
+    :func:`~zerosearch_trl.protocol.is_well_formed`); what the environment wrote is not read."""
+    return not episode.truncated and is_well_formed(episode.policy_turns)

@@ -3,7 +3,8 @@
 One call plays a whole batch of episodes, turn by turn:
 
 1. every live row generates at once (one batched generation per turn), stopping at ``</search>``,
-   ``</answer>`` or EOS; the generated token ids are kept as they are, never decoded and re-encoded;
+   ``</answer>``, EOS, or an ``<information>`` the policy starts writing itself (an invalid action); the generated
+   token ids are kept as they are, never decoded and re-encoded;
 2. the rows that searched get their documents from ONE batched ``engine.search`` call, each request carrying its
    own row's question and gold answers;
 3. the ``<information>`` observation (or a corrective message after an invalid action) is appended as tokens
@@ -16,6 +17,10 @@ trainer's model, or vLLM when ``use_vllm=True`` (``vllm_mode="colocate"``: the t
 ``"server"``: ``trl vllm-serve`` through TRL's client, the main process generating for all). The vLLM paths return
 the sampling logprobs of the model's tokens (observation positions hold 0.0 and are masked), which TRL's
 importance-sampling correction needs; the HF path returns ``None``, as TRL's own HF path does.
+
+Besides TRL's keys, the returned dict holds per row what reward functions receive as keyword lists:
+``policy_turns`` (the text of each turn the policy generated: rewards read it, never the observations),
+``num_searches``, ``search_queries``, ``noisy_fraction``, ``invalid_actions`` and ``well_formed``.
 
 Questions and gold answers come from the trainer's datasets (rows made by :func:`~zerosearch_trl.load_qa_dataset`),
 looked up by prompt; TRL passes each prompt ``num_generations`` times, and each copy is its own episode.
@@ -154,13 +159,14 @@ class SearchRollout:
             # In server mode every process takes part in each turn's gather, even with no live row of its own.
             collective=backend == "server" and trainer.accelerator.num_processes > 1,
         )
-        well_formed = [is_well_formed_episode(e, tokenizer) for e in episodes]
+        well_formed = [is_well_formed_episode(e) for e in episodes]
         self._log_metrics(trainer, episodes, well_formed, counters_before)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": [e.logprobs for e in episodes] if self.have_logprobs else None,
             "env_mask": [e.env_mask for e in episodes],
+            "policy_turns": [list(e.policy_turns) for e in episodes],
             "num_searches": [len(e.search_queries) for e in episodes],
             "search_queries": [list(e.search_queries) for e in episodes],
             "noisy_fraction": [e.noisy_searches / len(e.search_queries) if e.search_queries else 0.0 for e in episodes],
@@ -248,6 +254,7 @@ class SearchRollout:
         if self.have_logprobs and logprobs is None:  # TRL reads None as NaN: no importance-sampling correction
             logprobs = [None] * len(ids[:room])
         episode.extend(ids[:room], from_model=True, logprobs=logprobs)
+        episode.policy_turns.append(tokenizer.decode(ids[:room], skip_special_tokens=True))
         if len(ids) > room:  # another row's budget let this one run past its own
             episode.done = episode.truncated = True
             return None
