@@ -37,7 +37,7 @@ def main(max_steps: int = 4, n_questions: int = 128, warm_start_steps: int = 24,
         max_steps=max_steps,
         per_device_train_batch_size=4,
         num_generations=4,
-        max_completion_length=256,
+        max_completion_length=1024,  # >= 2 x (128 + 256) + 128 + 1: two searches and the answer always fit
         learning_rate=5e-6,
         beta=0.0,  # TRL loads the KL reference from the model path: the pre-warm-start weights here (`train` reloads)
         logging_steps=1,
@@ -51,7 +51,8 @@ def main(max_steps: int = 4, n_questions: int = 128, warm_start_steps: int = 24,
         args=config,
         train_dataset=task.dataset,
         reward_funcs=[zs.f1_reward, zs.format_reward],  # add your own: any function with TRL's reward signature
-        rollout_func=zs.make_search_rollout(engine, max_turns=2),  # <search> -> <information> -> <answer>
+        # <search> -> <information> -> <answer>; 128 model tokens per turn, 256 per search result
+        rollout_func=zs.make_search_rollout(engine, max_turns=2, max_turn_tokens=128, max_observation_tokens=256),
         callbacks=[zs.TrainingGuardCallback()],  # warns on NaN rewards, collapse...; skips NaN-gradient steps
     )
     if torch.cuda.is_available():

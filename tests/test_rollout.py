@@ -39,6 +39,13 @@ SCRIPTS = {
         " I know.</think>\n<information> Doc 1 Paris is the answer. </information>\n<answer> Paris </answer>",
         " Then.</think>\n<answer> Rome </answer>",
     ],
+    "Where is Theta?": [
+        " a</think>\n<search> theta one </search>",
+        "<think> b</think>\n<search> theta two </search>",
+        "<think> c</think>\n<answer> Lima </answer>",
+    ],
+    # Rambles past any per-turn budget, every turn.
+    "Where is Iota?": [" and so on" * 60, EOS, " and so on" * 60, EOS, " and so on" * 60, EOS],
     # Never acts: three invalid turns, no answer of its own.
     "Where is Eta?": [" hmm", EOS, " still thinking", EOS, " no idea", EOS],
 }
@@ -49,6 +56,8 @@ GOLD = {
     "Where is Delta?": ["Oslo"],
     "Where is Omega?": ["Nowhere"],
     "Where is Zeta?": ["Paris"],
+    "Where is Theta?": ["Lima"],
+    "Where is Iota?": ["Oslo"],
     "Where is Eta?": ["and"],
 }
 

@@ -33,7 +33,9 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         "--max_steps", "2",
         "--per_device_train_batch_size", "2",
         "--num_generations", "2",
-        "--max_completion_length", "24",
+        "--max_turn_tokens", "16",
+        "--max_observation_tokens", "16",
+        "--max_completion_length", "81",  # 2 x (16 + 16) + 16 + 1: two searches and the answer fit
         "--simulator_max_new_tokens", "24",
         "--search_top_k", "2",
         "--schedule", "linear",

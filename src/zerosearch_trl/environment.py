@@ -5,7 +5,7 @@ parses the chat template's tool calls (``<tool_call>{"name": "search", ...}</too
 and calls the environment's one tool, :meth:`SimulatedSearchEnv.search`, whose result it appends as a tool message
 masked out of the loss. The documents are the same as in the tag protocol: for the same engine and seed, a search
 returns exactly the text that the tag protocol wraps in ``<information>...</information>`` (see
-:func:`render_documents`); only the wrapping differs, since the chat template adds its own tool-response markers.
+:func:`~zerosearch_trl.protocol.render_documents`); only the wrapping differs, since the chat template adds its own tool-response markers.
 
 How TRL 1.16 uses an environment factory: it calls the factory once at construction (to read the tools) and then
 once per concurrent rollout slot, keeps the instances in a pool and reuses them across batches, calling
@@ -16,25 +16,14 @@ property. Reward functions receive the episode's instances as the ``environments
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from zerosearch_trl.answers import as_gold_list
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
-from zerosearch_trl.protocol import format_document
+from zerosearch_trl.engines.base import SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.protocol import render_documents
 
 EMPTY_QUERY_TEXT = "The query is empty: call search with the words to look for."
 """Tool result for an empty query (the tag protocol treats ``<search></search>`` as an invalid action)."""
-
-
-def render_documents(documents: Sequence[Document]) -> str:
-    """Documents as the policy reads them, ``Doc i (Title: t) text``, one per line (no ``<information>`` tags).
-
-    Example:
-        >>> render_documents([Document("Lyon", "Lyon is in France."), Document("", "A city.")])
-        'Doc 1 (Title: Lyon) Lyon is in France.\\nDoc 2 A city.'
-    """
-    return "\n".join(format_document(i, document) for i, document in enumerate(documents, start=1))
 
 
 class SimulatedSearchEnv:

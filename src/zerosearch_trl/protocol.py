@@ -34,6 +34,9 @@ INVALID_ACTION_FEEDBACK = (
 """Observation returned for a turn that holds no complete action (the paper's corrective message, reworded). It
 names no tag literally: text the environment writes must never read as an answer of the policy's."""
 
+OBSERVATION_OPEN, OBSERVATION_CLOSE = "\n\n<information>", "</information>\n\n"
+"""What the environment writes around the documents of a search."""
+
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _INFORMATION_BLOCK = re.compile(r"<information>.*?(?:</information>|$)", re.DOTALL)
 _TAG = re.compile(r"<(/?)(think|search|answer|information)>")
@@ -97,6 +100,17 @@ def format_document(index: int, document: Document) -> str:
     return f"Doc {index} (Title: {title}) {text}" if title else f"Doc {index} {text}"
 
 
+def render_documents(documents: Sequence[Document]) -> str:
+    """Documents as the policy reads them, ``Doc i (Title: t) text``, one per line (no ``<information>`` tags).
+
+    Example:
+        >>> from zerosearch_trl.engines.base import Document
+        >>> render_documents([Document("Lyon", "Lyon is in France."), Document("", "A city.")])
+        'Doc 1 (Title: Lyon) Lyon is in France.\\nDoc 2 A city.'
+    """
+    return "\n".join(format_document(i, document) for i, document in enumerate(documents, start=1))
+
+
 def render_observation(documents: Sequence[Document]) -> str:
     """Render search results as the ``<information>`` block appended after a ``</search>``.
 
@@ -105,8 +119,7 @@ def render_observation(documents: Sequence[Document]) -> str:
         >>> render_observation([Document(title="Paris", text="Paris is the capital of France.")])
         '\\n\\n<information>Doc 1 (Title: Paris) Paris is the capital of France.</information>\\n\\n'
     """
-    body = "\n".join(format_document(i, doc) for i, doc in enumerate(documents, start=1))
-    return f"\n\n<information>{body}</information>\n\n"
+    return f"{OBSERVATION_OPEN}{render_documents(documents)}{OBSERVATION_CLOSE}"
 
 
 def is_well_formed(text: str | Sequence[str]) -> bool:

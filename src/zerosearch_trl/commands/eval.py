@@ -12,6 +12,7 @@ from zerosearch_trl.evaluation import evaluate, load_eval_datasets, write_evalua
 from zerosearch_trl.evaluation.loop import is_local_path
 from zerosearch_trl.evaluation.report import format_score
 from zerosearch_trl.prompts import THINK_PREFILL
+from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS
 
 
 @dataclass
@@ -28,7 +29,14 @@ class EvalArguments:
     limit: int | None = field(default=None, metadata={"help": "Score only the first N rows of each dataset."})
     batch_size: int = field(default=16, metadata={"help": "Questions played together."})
     max_turns: int = field(default=2, metadata={"help": "Searches before the answer turn (paper: 2)."})
-    max_completion_length: int = field(default=512, metadata={"help": "Tokens per episode, observations included."})
+    max_turn_tokens: int = field(default=DEFAULT_TURN_TOKENS, metadata={"help": "Model tokens per turn (paper: 500)."})
+    max_observation_tokens: int = field(
+        default=DEFAULT_OBSERVATION_TOKENS, metadata={"help": "Tokens per search result (paper: 500)."}
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per episode, observations included (default: what max_turns searches need)."},
+    )
     prompt_style: str | None = field(
         default=None, metadata={"help": "'zero_shot' or 'one_shot' (default: one_shot for the embedded model)."}
     )
@@ -84,6 +92,8 @@ def main(argv: Sequence[str]) -> int:
         max_turns=args.max_turns,
         prefill=args.prefill or None,
         prompt_style=style,
+        max_turn_tokens=args.max_turn_tokens,
+        max_observation_tokens=args.max_observation_tokens,
         max_completion_length=args.max_completion_length,
         batch_size=args.batch_size,
         temperature=args.temperature,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zerosearch_trl.commands.parsing import command_parser
-from zerosearch_trl.training.config import CPU_DEFAULTS, CPU_ENGINE_DEFAULTS, argument_types
+from zerosearch_trl.training.config import CPU_DEFAULTS, CPU_ENGINE_DEFAULTS, CPU_SCRIPT_DEFAULTS, argument_types
 
 
 def make_parser() -> Any:
@@ -21,7 +21,9 @@ def make_parser() -> Any:
     import torch
 
     parser = command_parser("train", argument_types())
-    parser.set_defaults(**CPU_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available())
+    parser.set_defaults(
+        **CPU_DEFAULTS, **CPU_SCRIPT_DEFAULTS, **CPU_ENGINE_DEFAULTS, use_cpu=not torch.cuda.is_available()
+    )
     return parser
 
 

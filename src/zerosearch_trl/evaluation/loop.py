@@ -36,6 +36,12 @@ from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.prompts import THINK_PREFILL, PromptStyle
 from zerosearch_trl.protocol import STOP_STRINGS
 from zerosearch_trl.rewards import extract_answer
+from zerosearch_trl.rollout.episode import (
+    DEFAULT_OBSERVATION_TOKENS,
+    DEFAULT_TURN_TOKENS,
+    check_turn_budgets,
+    episode_budget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +55,9 @@ def evaluate(
     max_turns: int = 2,
     prefill: str | None = THINK_PREFILL,
     prompt_style: PromptStyle = "zero_shot",
-    max_completion_length: int = 512,
+    max_turn_tokens: int = DEFAULT_TURN_TOKENS,
+    max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
+    max_completion_length: int | None = None,
     batch_size: int = 16,
     temperature: float = 0.0,
     limit: int | None = None,
@@ -69,7 +77,10 @@ def evaluate(
         max_turns: search turns before the answer turn (paper: 2), as in training.
         prefill: text that opens the assistant turn, as in training.
         prompt_style: instruction of the rows loaded here (``"one_shot"`` for small models).
-        max_completion_length: token budget per episode, observations included, as in training.
+        max_turn_tokens: model tokens per turn, as in training (paper: 500).
+        max_observation_tokens: tokens per search result, as in training (paper: 500).
+        max_completion_length: tokens per episode, observations included, as in training; default: what
+            ``max_turns`` searches and the answer need (``rollout.episode.episode_budget``).
         batch_size: questions played together.
         temperature: 0 (default) decodes greedily; above 0 samples (seeded by ``seed``).
         limit: score only the first ``limit`` rows of each dataset.
@@ -99,11 +110,11 @@ def evaluate(
     engines = dict(engine) if isinstance(engine, Mapping) else {getattr(engine, "name", "engine"): engine}
     if not engines:
         raise ValueError("evaluate got an empty mapping of engines.")
-    if batch_size < 1 or max_completion_length < 2 or max_turns < 0:
-        raise ValueError(
-            f"Need batch_size >= 1, max_completion_length >= 2 and max_turns >= 0; got {batch_size}, "
-            f"{max_completion_length} and {max_turns}."
-        )
+    if batch_size < 1 or max_turns < 0:
+        raise ValueError(f"Need batch_size >= 1 and max_turns >= 0; got {batch_size} and {max_turns}.")
+    check_turn_budgets(max_turn_tokens, max_observation_tokens)
+    if max_completion_length is None:
+        max_completion_length = episode_budget(max_turns, max_turn_tokens, max_observation_tokens)
     if is_local_path(model) and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"Model folder {model} does not exist: give a model or LoRA adapter folder.")
     tables = load_eval_datasets(datasets, prompt_style=prompt_style, limit=limit)
@@ -123,7 +134,15 @@ def evaluate(
             per_dataset: dict[str, dict[str, Any]] = {}
             engine_rows: list[dict[str, Any]] = []
             for name, table in tables.items():
-                rollout = SearchRollout(search_engine, max_turns=max_turns, prefill=prefill, datasets=[table])
+                rollout = SearchRollout(
+                    search_engine,
+                    max_turns=max_turns,
+                    max_turn_tokens=max_turn_tokens,
+                    max_observation_tokens=max_observation_tokens,
+                    prefill=prefill,
+                    datasets=[table],
+                )
+                rollout.check_budget(max_completion_length)
                 player = _Player(rollout, generate, params, tokenizer, max_completion_length, eos_ids)
                 started = time.monotonic()
                 rows: list[dict[str, Any]] = []
@@ -148,6 +167,8 @@ def evaluate(
         "max_turns": max_turns,
         "prefill": prefill,
         "prompt_style": prompt_style,
+        "max_turn_tokens": max_turn_tokens,
+        "max_observation_tokens": max_observation_tokens,
         "max_completion_length": max_completion_length,
         "batch_size": batch_size,
         "temperature": temperature,

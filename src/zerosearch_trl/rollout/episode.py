@@ -32,6 +32,7 @@ class Episode:
     noisy_searches: int = 0
     invalid_actions: int = 0
     observation_tokens: int = 0
+    observations_cut: int = 0
     done: bool = False
     truncated: bool = False
 
@@ -55,3 +56,45 @@ def is_well_formed_episode(episode: Episode) -> bool:
     """Whether ``episode`` ended untruncated and the policy's own turns follow the protocol (see
     :func:`~zerosearch_trl.protocol.is_well_formed`); what the environment wrote is not read."""
     return not episode.truncated and is_well_formed(episode.policy_turns)
+
+
+DEFAULT_TURN_TOKENS = 500
+"""Model tokens per turn, the paper's setting (its ``max_response_length``)."""
+
+DEFAULT_OBSERVATION_TOKENS = 500
+"""Tokens per search result, the paper's setting (its ``max_obs_length``): a longer result is cut, not the episode."""
+
+
+def episode_budget(max_turns: int, max_turn_tokens: int, max_observation_tokens: int) -> int:
+    """The completion length that always leaves room for the answer: ``max_turns`` turns that search, each with
+    its observation, then the answer turn and the closing EOS.
+
+    Example:
+        >>> episode_budget(max_turns=2, max_turn_tokens=500, max_observation_tokens=500)  # the paper's setting
+        2501
+    """
+    return max_turns * (max_turn_tokens + max_observation_tokens) + max_turn_tokens + 1
+
+
+def check_turn_budgets(max_turn_tokens: int, max_observation_tokens: int) -> None:
+    """Raise a ValueError naming a per-turn budget that is not a whole number of at least 16 tokens."""
+    for name, value in (("max_turn_tokens", max_turn_tokens), ("max_observation_tokens", max_observation_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+            raise ValueError(f"{name} must be an integer >= 16, got {value!r}.")
+
+
+def check_episode_budget(
+    max_completion_length: int, max_turns: int, max_turn_tokens: int, max_observation_tokens: int
+) -> None:
+    """Raise a ValueError, naming the numbers and the fixes, when ``max_completion_length`` cannot hold
+    ``max_turns`` searches and the answer (:func:`episode_budget`)."""
+    check_turn_budgets(max_turn_tokens, max_observation_tokens)
+    needed = episode_budget(max_turns, max_turn_tokens, max_observation_tokens)
+    if not isinstance(max_completion_length, int) or max_completion_length < needed:
+        raise ValueError(
+            f"max_completion_length {max_completion_length!r} cannot hold {max_turns} searches and an answer: "
+            f"{max_turns} x (max_turn_tokens {max_turn_tokens} + max_observation_tokens {max_observation_tokens}) "
+            f"+ max_turn_tokens {max_turn_tokens} + 1 (EOS) = {needed} tokens. Raise max_completion_length to "
+            f"{needed}, or lower max_turn_tokens, max_observation_tokens or max_turns: an episode cut off before "
+            "its answer scores 0."
+        )

@@ -35,18 +35,29 @@ from dataclasses import replace
 from typing import Any
 
 from zerosearch_trl.answers import as_gold_list
-from zerosearch_trl.engines.base import SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
     INVALID_ACTION_FEEDBACK,
+    OBSERVATION_CLOSE,
+    OBSERVATION_OPEN,
     STOP_STRINGS,
     parse_action,
+    render_documents,
     render_observation,
 )
-from zerosearch_trl.rollout.episode import Episode, GenerateIds, is_well_formed_episode
+from zerosearch_trl.rollout.episode import (
+    DEFAULT_OBSERVATION_TOKENS,
+    DEFAULT_TURN_TOKENS,
+    Episode,
+    GenerateIds,
+    check_episode_budget,
+    check_turn_budgets,
+    is_well_formed_episode,
+)
 from zerosearch_trl.rollout.policy import generate_with_trainer, policy_backend
 
 logger = logging.getLogger(__name__)
@@ -72,6 +83,8 @@ class SearchRollout:
         engine: SearchEngine | SimulatedSearchEnv,
         *,
         max_turns: int = 2,
+        max_turn_tokens: int = DEFAULT_TURN_TOKENS,
+        max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
         prefill: str | None = THINK_PREFILL,
         datasets: Iterable[Any] = (),
     ) -> None:
@@ -84,8 +97,11 @@ class SearchRollout:
             )
         if not isinstance(max_turns, int) or max_turns < 0:
             raise ValueError(f"max_turns must be an integer >= 0 (searches before the answer turn), got {max_turns!r}.")
+        check_turn_budgets(max_turn_tokens, max_observation_tokens)
         self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
+        self.max_turn_tokens, self.max_observation_tokens = max_turn_tokens, max_observation_tokens
         self.engine_failures = 0
+        self._budget_warned = False
         self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
         self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -120,11 +136,7 @@ class SearchRollout:
         self.register(getattr(trainer, "eval_dataset", None))
         tokenizer = trainer.processing_class
         args = trainer.args
-        if not isinstance(args.max_completion_length, int) or args.max_completion_length < 2:
-            raise ValueError(
-                f"The search rollout needs max_completion_length >= 2 (room for a turn and the closing EOS), "
-                f"got {args.max_completion_length!r}; the paper's episodes fit in about 500 tokens."
-            )
+        self.check_budget(args.max_completion_length)
         episodes = [self.start_episode(prompt, tokenizer) for prompt in prompts]
         self._check_context(episodes, trainer)
         unknown = sum(e.question is None for e in episodes)
@@ -190,9 +202,10 @@ class SearchRollout:
         Args:
             episodes: from :meth:`start_episode`; they are extended in place.
             generate: one batched generation from token ids; ``None`` means that no process has a live row.
-            params: sampling parameters; each turn's budget is what the longest-lived row has left.
+            params: sampling parameters; a turn may use ``max_turn_tokens``, or what its episode has left if less.
             tokenizer: the policy's tokenizer (observations are tokenised with it).
-            max_length: completion budget in tokens, observations included (one is kept for the final EOS).
+            max_length: completion budget in tokens, observations included (one is kept for the final EOS); see
+                :meth:`check_budget`.
             eos_ids: every token id that ends a generation.
             collective: keep calling ``generate`` with no live rows (processes that generate together).
         """
@@ -202,7 +215,7 @@ class SearchRollout:
             if not live and not collective:
                 break
             inputs = [e.prompt_ids + e.completion_ids for e in live]
-            budget = max((max_length - 1 - len(e.completion_ids) for e in live), default=1)
+            budget = max((self._turn_room(e, max_length) for e in live), default=1)
             generations = generate(inputs, replace(params, max_new_tokens=max(budget, 1)))
             if generations is None:  # no live row on any process
                 break
@@ -246,36 +259,44 @@ class SearchRollout:
         self, episode: Episode, generation: Generation, final_turn: bool, tokenizer: Any, max_length: int
     ) -> str | None:
         """Append the generated tokens; return the query to run, if the turn searched."""
-        room = max_length - 1 - len(episode.completion_ids)
+        episode_room = max_length - 1 - len(episode.completion_ids)
+        room = min(self.max_turn_tokens, episode_room)
         episode.turns += 1
         episode.generation_errors += generation.finish_reason == "error"
         ids = list(generation.token_ids or [])
+        kept = ids[:room]
         logprobs = generation.logprobs[:room] if generation.logprobs is not None else None
         if self.have_logprobs and logprobs is None:  # TRL reads None as NaN: no importance-sampling correction
-            logprobs = [None] * len(ids[:room])
-        episode.extend(ids[:room], from_model=True, logprobs=logprobs)
-        episode.policy_turns.append(tokenizer.decode(ids[:room], skip_special_tokens=True))
-        if len(ids) > room:  # another row's budget let this one run past its own
+            logprobs = [None] * len(kept)
+        episode.extend(kept, from_model=True, logprobs=logprobs)
+        text = tokenizer.decode(kept, skip_special_tokens=True)
+        episode.policy_turns.append(text)
+        ended = bool(kept) and kept[-1] in self._eos_ids
+        unfinished = len(ids) > room or (generation.finish_reason == "length" and not ended)
+        if unfinished and room == episode_room:  # the episode's whole budget is spent
             episode.done = episode.truncated = True
             return None
-        action = parse_action(generation.text)
-        ended = bool(ids) and ids[-1] in self._eos_ids
+        action = parse_action(text)  # what was kept: a turn cut at max_turn_tokens acts on no more than that
         if action.kind == "answer":
             episode.done = True
-        elif generation.finish_reason == "length" and not ended:
-            episode.done = episode.truncated = True
         elif final_turn:
             episode.done = True  # no answer in the answer turn: a search written here is not run
         elif action.kind == "search":
             return action.content
         else:
-            # No action: the environment, not the model, ends the episode, so a premature EOS is dropped and the
-            # policy is told how to act (the paper's corrective observation).
+            # No action (or a turn that ran out of max_turn_tokens first): the environment, not the model, ends
+            # the episode, so a premature EOS is dropped and the policy is told how to act (the paper's
+            # corrective observation).
             if ended:
                 episode.drop_last()
             episode.invalid_actions += 1
-            self._observe(episode, INVALID_ACTION_FEEDBACK, tokenizer, max_length)
+            self._observe(
+                episode, tokenizer(INVALID_ACTION_FEEDBACK, add_special_tokens=False)["input_ids"], max_length
+            )
         return None
+
+    def _turn_room(self, episode: Episode, max_length: int) -> int:
+        return min(self.max_turn_tokens, max_length - 1 - len(episode.completion_ids))
 
     def _search(self, searching: list[tuple[Episode, str]], tokenizer: Any, max_length: int) -> None:
         """One batched engine call for all rows that searched this turn; each request keeps its own row."""
@@ -286,15 +307,46 @@ class SearchRollout:
             episode.search_queries.append(query)
             episode.documents.append(list(documents))
             episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
-            self._observe(episode, render_observation(documents), tokenizer, max_length)
+            self._observe(episode, self._observation_ids(episode, documents, tokenizer), max_length)
+
+    def _observation_ids(self, episode: Episode, documents: list[Document], tokenizer: Any) -> list[int]:
+        """The ``<information>`` block's tokens; a result over ``max_observation_tokens`` loses the end of its
+        documents, never its closing tag (the episode goes on)."""
+        ids = tokenizer(render_observation(documents), add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_observation_tokens:
+            return ids
+        opening, closing = (
+            tokenizer(t, add_special_tokens=False)["input_ids"] for t in (OBSERVATION_OPEN, OBSERVATION_CLOSE)
+        )
+        body = tokenizer(render_documents(documents), add_special_tokens=False)["input_ids"]
+        episode.observations_cut += 1
+        return opening + body[: max(self.max_observation_tokens - len(opening) - len(closing), 0)] + closing
 
     @staticmethod
-    def _observe(episode: Episode, text: str, tokenizer: Any, max_length: int) -> None:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _observe(episode: Episode, ids: list[int], max_length: int) -> None:
         room = max_length - 1 - len(episode.completion_ids)
         episode.extend(ids[:room], from_model=False)
         if len(ids) >= room:  # nothing left to generate with
             episode.done = episode.truncated = True
+
+    def check_budget(self, max_completion_length: int) -> None:
+        """Warn once, naming the numbers, when ``max_completion_length`` (the whole episode's tokens, observations
+        included) cannot hold ``max_turns`` searches and the answer turn (see
+        :func:`~zerosearch_trl.rollout.episode.episode_budget`): such episodes can be cut off before their answer.
+        ``zerosearch-trl train`` refuses that setting outright; here it may be deliberate (a memory cap)."""
+        if not isinstance(max_completion_length, int) or max_completion_length < 2:
+            raise ValueError(
+                "The search rollout needs max_completion_length >= 2 (room for a turn and the closing EOS), got "
+                f"{max_completion_length!r}."
+            )
+        try:
+            check_episode_budget(
+                max_completion_length, self.max_turns, self.max_turn_tokens, self.max_observation_tokens
+            )
+        except ValueError as error:
+            if not self._budget_warned:
+                logger.warning("%s", error)
+                self._budget_warned = True
 
     def _log_metrics(
         self, trainer: Any, episodes: list[Episode], well_formed: list[bool], before: dict[str, float]
@@ -313,6 +365,7 @@ class SearchRollout:
             "search/invalid_actions_per_episode": sum(e.invalid_actions for e in episodes) / n,
             "search/noisy_fraction": sum(e.noisy_searches for e in episodes) / searches if searches else 0.0,
             "search/observation_tokens_per_episode": sum(e.observation_tokens for e in episodes) / n,
+            "search/observations_cut_per_episode": sum(e.observations_cut for e in episodes) / n,
             "search/engine_failures": float(self.engine_failures),
         }
         after = _engine_counters(self.engine)
@@ -343,14 +396,25 @@ def make_search_rollout(
     engine: SearchEngine | SimulatedSearchEnv,
     *,
     max_turns: int = 2,
+    max_turn_tokens: int = DEFAULT_TURN_TOKENS,
+    max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
     prefill: str | None = THINK_PREFILL,
     datasets: Iterable[Any] = (),
 ) -> SearchRollout:
     """Build the multi-turn search ``rollout_func`` for ``GRPOTrainer``.
 
+    The episode's budgets are separate, as in the paper: each turn the policy writes gets ``max_turn_tokens``
+    (a turn that runs out of them without an action is an invalid action, and the episode goes on); each search
+    result gets ``max_observation_tokens`` (a longer one loses the end of its documents, not the episode); the
+    whole completion, observations included, is ``GRPOConfig.max_completion_length``, which must hold
+    ``max_turns`` searches and the answer: ``max_turns * (max_turn_tokens + max_observation_tokens) +
+    max_turn_tokens + 1`` tokens (the rollout checks it and names the numbers).
+
     Args:
         engine: any search engine (simulated, real, cached, hybrid), or a :class:`SimulatedSearchEnv` (its engine).
         max_turns: search turns before the final answer turn (paper: 2).
+        max_turn_tokens: model tokens per turn (paper: 500).
+        max_observation_tokens: tokens per search result, ``<information>`` tags included (paper: 500).
         prefill: text that opens the assistant turn (``"<think>"`` by default; ``None`` for none); it belongs to
             the prompt ids.
         datasets: datasets whose rows give each prompt's question and gold answers; the trainer's train and eval
@@ -361,4 +425,11 @@ def make_search_rollout(
         >>> trainer = GRPOTrainer(model=model, reward_funcs=[f1_reward], train_dataset=dataset,
         ...                       rollout_func=make_search_rollout(engine), args=config)  # doctest: +SKIP
     """
-    return SearchRollout(engine, max_turns=max_turns, prefill=prefill, datasets=datasets)
+    return SearchRollout(
+        engine,
+        max_turns=max_turns,
+        max_turn_tokens=max_turn_tokens,
+        max_observation_tokens=max_observation_tokens,
+        prefill=prefill,
+        datasets=datasets,
+    )

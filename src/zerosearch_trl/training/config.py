@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zerosearch_trl.engines.factory import EngineSettings
+from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS, check_episode_budget
 from zerosearch_trl.training.ppo import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig
 
@@ -36,7 +37,7 @@ CPU_DEFAULTS: dict[str, Any] = {
     "max_steps": 4,
     "per_device_train_batch_size": 4,
     "num_generations": 4,
-    "max_completion_length": 512,  # two searches of three documents, thoughts and the answer
+    "max_completion_length": 1024,  # 2 x (128 + 256) + 128 + 1 = 897: two searches and the answer always fit
     "learning_rate": 5e-6,
     "beta": 0.001,  # the paper's KL coefficient
     "temperature": 1.0,
@@ -53,6 +54,9 @@ CPU_DEFAULTS: dict[str, Any] = {
 ALGORITHMS = ("grpo", "reinforce", "ppo")
 """What ``--algorithm`` takes: TRL's ``GRPOTrainer``, :class:`~zerosearch_trl.training.reinforce.SearchReinforceTrainer` or
 :class:`~zerosearch_trl.training.ppo.SearchPPOTrainer`."""
+
+CPU_SCRIPT_DEFAULTS: dict[str, Any] = {"max_turn_tokens": 128, "max_observation_tokens": 256}
+"""Episode budgets of the CPU job: the embedded model's turns are short, and three documents fit in 256 tokens."""
 
 CPU_ENGINE_DEFAULTS: dict[str, Any] = {"search_top_k": 3}
 """Engine values of the CPU job: three documents per search (the paper's five) keep episodes short on CPU."""
@@ -87,6 +91,17 @@ class SearchScriptArguments:
     )
     prefill: str = field(default="<think>", metadata={"help": "Text that opens the assistant turn; '' for none."})
     max_turns: int = field(default=2, metadata={"help": "Searches before the final answer turn (paper: 2)."})
+    max_turn_tokens: int = field(
+        default=DEFAULT_TURN_TOKENS,
+        metadata={"help": "Model tokens per turn (paper: 500); a turn that runs out is an invalid action."},
+    )
+    max_observation_tokens: int = field(
+        default=DEFAULT_OBSERVATION_TOKENS,
+        metadata={
+            "help": "Tokens per search result, tags included (paper: 500); a longer one loses its end. "
+            "max_completion_length must hold max_turns x (max_turn_tokens + this) + max_turn_tokens + 1."
+        },
+    )
     rewards: list[str] = field(
         default_factory=lambda: ["f1", "format"],
         metadata={"help": "Reward functions: f1, exact_match, cover_em, format, or module:function (your own)."},
@@ -194,7 +209,7 @@ class JobArguments:
         from trl import ModelConfig
 
         return cls(
-            script=script or SearchScriptArguments(),
+            script=script or SearchScriptArguments(**CPU_SCRIPT_DEFAULTS),
             engine=engine or EngineArguments(**CPU_ENGINE_DEFAULTS),
             curriculum=curriculum or CurriculumArguments(),
             training=training or SearchTrainingConfig(**CPU_DEFAULTS, use_cpu=not torch.cuda.is_available()),
@@ -308,6 +323,12 @@ def check_config(
     resolve_rewards(script_args.rewards)
     if script_args.max_turns < 0:
         raise ValueError(f"max_turns must be >= 0, got {script_args.max_turns}.")
+    check_episode_budget(
+        training_args.max_completion_length,
+        script_args.max_turns,
+        script_args.max_turn_tokens,
+        script_args.max_observation_tokens,
+    )
     if script_args.prompt_style not in (None, "zero_shot", "one_shot"):
         raise ValueError(f"prompt_style must be 'zero_shot' or 'one_shot', got {script_args.prompt_style!r}.")
     if script_args.heldout_questions < 0 or script_args.probe_samples < 0:

@@ -263,7 +263,13 @@ def build_trainer(
         args=args.training,
         train_dataset=train_rows,
         reward_funcs=resolve_rewards(args.script.rewards),
-        rollout_func=make_search_rollout(engine, max_turns=args.script.max_turns, prefill=args.script.prefill or None),
+        rollout_func=make_search_rollout(
+            engine,
+            max_turns=args.script.max_turns,
+            max_turn_tokens=args.script.max_turn_tokens,
+            max_observation_tokens=args.script.max_observation_tokens,
+            prefill=args.script.prefill or None,
+        ),
         peft_config=get_peft_config(args.model),
         callbacks=[guard],
     )
@@ -302,6 +308,8 @@ def add_heldout_eval(
         max_turns=args.script.max_turns,
         prefill=args.script.prefill or None,
         prompt_style=policy.prompt_style,
+        max_turn_tokens=args.script.max_turn_tokens,
+        max_observation_tokens=args.script.max_observation_tokens,
         max_completion_length=args.training.max_completion_length,
     ).attach(trainer)
 
