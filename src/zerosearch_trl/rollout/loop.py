@@ -106,6 +106,7 @@ class SearchRollout:
         self._eos_ids: set[int] = set()
         self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._registered: set[int] = set()
+        self._conflicts: set[str] = set()
         for dataset in datasets:
             self.register(dataset)
 
@@ -115,20 +116,40 @@ class SearchRollout:
 
     def register(self, dataset: Any) -> None:
         """Learn the question and gold answers of every row of ``dataset`` (columns ``prompt``, ``question``,
-        ``golden_answers``); the trainer's own train and eval datasets are registered automatically."""
+        ``golden_answers``); the trainer's own train and eval datasets are registered automatically. A prompt that
+        comes again with other gold answers gets them all (merged), with one warning naming it."""
         if dataset is None or id(dataset) in self._registered:
             return
         datasets = (
             dataset.values() if hasattr(dataset, "values") and not hasattr(dataset, "column_names") else [dataset]
         )
+        conflicts: list[str] = []
         for part in datasets:
             columns = set(getattr(part, "column_names", []) or [])
             if not {"prompt", "question"} <= columns:
                 continue
             golds = part["golden_answers"] if "golden_answers" in columns else [None] * len(part)
             for prompt, question, gold in zip(part["prompt"], part["question"], golds):
-                self._gold[self._key(prompt)] = (question, tuple(as_gold_list(gold)))
+                key, answers = self._key(prompt), tuple(as_gold_list(gold))
+                known = self._gold.get(key)
+                if known is not None and known[1] != answers:
+                    # One prompt, several gold lists (NQ and HotpotQA share questions; a question may be in both
+                    # the training and the held-out set): the simulator hears them all, not the last one read.
+                    answers = tuple(dict.fromkeys(known[1] + answers))
+                    if key not in self._conflicts:
+                        self._conflicts.add(key)
+                        conflicts.append(question)
+                self._gold[key] = (question, answers)
         self._registered.add(id(dataset))
+        if conflicts:
+            logger.warning(
+                "%d prompt%s appear%s with different gold answers (first: %r): the simulator is told all of them, "
+                "merged, while each row's reward still scores its own. Deduplicate the data to silence this.",
+                len(conflicts),
+                "" if len(conflicts) == 1 else "s",
+                "s" if len(conflicts) == 1 else "",
+                conflicts[0],
+            )
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         """Play one episode per prompt and return TRL's rollout dict (see the module docstring)."""

@@ -164,6 +164,15 @@ def load_training_data(script_args: SearchScriptArguments, prompt_style: str) ->
     n_heldout = min(script_args.heldout_questions, len(dataset) // 2)
     heldout = dataset.select(range(len(dataset) - n_heldout, len(dataset)))
     train_rows = dataset.select(range(len(dataset) - n_heldout))
+    held = set(heldout["question"])
+    repeats = [i for i, question in enumerate(train_rows["question"]) if question in held]
+    if repeats:  # the data repeats a held-out question: training on it would measure memory, not search
+        logger.warning(
+            "Dropped %d training rows that repeat a held-out question (first: %r).",
+            len(repeats),
+            train_rows[repeats[0]]["question"],
+        )
+        train_rows = train_rows.select(sorted(set(range(len(train_rows))) - set(repeats)))
     if script_args.limit is not None:
         train_rows = train_rows.select(range(min(script_args.limit, len(train_rows))))
     return train_rows, heldout, task
