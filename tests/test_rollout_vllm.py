@@ -21,6 +21,7 @@ import torch
 
 from helpers import make_tiny_model
 from test_rollout import RecordingEngine, make_trainer, next_turn_ids, qa_dataset, scripted_generate
+from zerosearch_trl.protocol import STOP_STRINGS
 from zerosearch_trl.rollout import make_search_rollout
 
 QUESTIONS = ["Where is Beta?", "Where is Alpha?", "Where is Gamma?", "Where is Delta?"]
@@ -176,7 +177,7 @@ def test_server_requests_carry_stop_strings_and_sampled_token_logprobs(stand_in_
     trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "server")
     rollout(list(dataset["prompt"]), trainer)
     request = trainer.vllm_generation.vllm_client.requests[0]
-    assert request["stop"] == ["</search>", "</answer>"] and request["include_stop_str_in_output"] is True
+    assert request["stop"] == list(STOP_STRINGS) and request["include_stop_str_in_output"] is True
     assert request["n"] == 1 and request["logprobs"] == 0
     assert request["max_tokens"] == 400 - 1  # one token kept for the closing EOS
 

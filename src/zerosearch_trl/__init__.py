@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "parse_action": "zerosearch_trl.protocol",
     "render_observation": "zerosearch_trl.protocol",
     "render_policy_prompt": "zerosearch_trl.prompts",
+    "simulator_messages": "zerosearch_trl.prompts",
     "make_search_rollout": "zerosearch_trl.rollout",
     "SearchRollout": "zerosearch_trl.rollout",
     "make_warmstart_dataset": "zerosearch_trl.training.warmstart",
@@ -159,7 +160,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         load_model,
         load_tokenizer,
     )
-    from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt
+    from zerosearch_trl.prompts import THINK_PREFILL, build_policy_prompt, render_policy_prompt, simulator_messages
     from zerosearch_trl.protocol import Action, is_well_formed, parse_action, render_observation
     from zerosearch_trl.rewards import cover_em_reward, exact_match_reward, extract_answer, f1_reward, format_reward
     from zerosearch_trl.rollout import SearchRollout, make_search_rollout

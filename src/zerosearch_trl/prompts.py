@@ -81,7 +81,22 @@ def render_policy_prompt(
 
 
 SimulatorMode = Literal["useful", "noisy"]
-SimulatorFormat = Literal["prompt_only", "finetuned"]
+SimulatorFormat = Literal["prompt_only", "finetuned", "zerosearch"]
+SIMULATOR_FORMATS: tuple[str, ...] = ("prompt_only", "finetuned", "zerosearch")
+"""``prompt_only``: an off-the-shelf instruct model; ``finetuned``: a simulator trained with
+:mod:`zerosearch_trl.simulator.sft`; ``zerosearch``: the released ZeroSearch simulators (their exact input)."""
+
+# The input the released ZeroSearch simulator checkpoints were fine-tuned on: ZeroSearch repository (commit 2d4cdca),
+# llm_agent/generation.py, search_simulate_sft. An interface contract, reproduced character for character ("five"
+# and "30 words" included, whatever top_k and words_per_doc say; the answer is cut at Doc top_k + 1 instead).
+_ZEROSEARCH_PROMPT = (
+    "You are the Google search engine.\n"
+    "Given a query, you need to generate five {kind} documents for the query.\n\n"
+    'The user is trying to answer the question: "{question}" whose answer is {answer}.\n'
+    "Each document should contain about 30 words, and these documents should contain {kind} information.\n\n"
+    "Query: {query}\n"
+    "{Kind} Output:\n"
+)
 
 SIMULATOR_OUTPUT_FORMAT = "Doc {index} (Title: {title}) {text}"
 """One line per document in the simulator's output; the same rendering the policy sees in ``<information>``."""
@@ -116,6 +131,12 @@ def simulator_messages(
     models tend to copy an answer they are shown. With ``prefill`` the last message is an assistant turn
     holding :func:`simulator_prefill`, which the generation backends continue.
 
+    ``prompt_format="zerosearch"`` is the input the released ZeroSearch simulators were fine-tuned on, exactly: an
+    empty system message and one user message from the query, the question and the FIRST gold answer, with no
+    prefill (``n_docs``, ``words_per_doc`` and ``prefill`` do not apply: the reference asks for five documents of
+    about 30 words, and its caller cuts the answer at ``Doc {top_k + 1}``). The reference sends the user content
+    as one text part, which an OpenAI-compatible server flattens to this same string.
+
     Example:
         >>> messages = simulator_messages("Lyon country", "useful", question="Where is Lyon?", golden_answers=["France"])
         >>> "France" in messages[0]["content"], messages[-1]
@@ -123,8 +144,17 @@ def simulator_messages(
     """
     if mode not in ("useful", "noisy"):
         raise ValueError(f"Simulator mode must be 'useful' or 'noisy', got {mode!r}.")
-    if prompt_format not in ("prompt_only", "finetuned"):
-        raise ValueError(f"prompt_format must be 'prompt_only' or 'finetuned', got {prompt_format!r}.")
+    if prompt_format not in SIMULATOR_FORMATS:
+        raise ValueError(f"prompt_format must be one of {', '.join(SIMULATOR_FORMATS)}, got {prompt_format!r}.")
+    if prompt_format == "zerosearch":
+        content = _ZEROSEARCH_PROMPT.format(
+            kind=mode,
+            Kind=mode.capitalize(),
+            question=question if question is not None else query,
+            answer=golden_answers[0] if golden_answers else "",
+            query=query,
+        )
+        return [{"role": "system", "content": ""}, {"role": "user", "content": content}]
     answer = " or ".join(f'"{a}"' for a in golden_answers)
     if n_docs == 1:
         lines = [

@@ -42,7 +42,10 @@ class ServeConfig:
     backend: str | None = field(
         default=None, metadata={"help": "'transformers', 'openai' or 'vllm' (default: openai if --base_url)."}
     )
-    prompt_format: str = field(default="prompt_only", metadata={"help": "'prompt_only' or 'finetuned'."})
+    prompt_format: str = field(
+        default="prompt_only",
+        metadata={"help": "'prompt_only', 'finetuned' or 'zerosearch' (the released simulators)."},
+    )
     per_document: bool | None = field(
         default=None, metadata={"help": "One document per generation (default: on for the embedded model)."}
     )

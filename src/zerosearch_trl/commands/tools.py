@@ -98,7 +98,10 @@ class SimulateConfig:
         metadata={"help": "'transformers', 'openai' or 'vllm' (default: openai if --base_url, else transformers)."},
     )
     prompt_format: str = field(
-        default="prompt_only", metadata={"help": "'prompt_only' or 'finetuned' (a simulator from sft-simulator)."}
+        default="prompt_only",
+        metadata={
+            "help": "'prompt_only', 'finetuned' (a simulator from sft-simulator) or 'zerosearch' (the released simulators)."
+        },
     )
     per_document: bool | None = field(
         default=None,
@@ -121,12 +124,14 @@ def simulate_main(argv: Sequence[str]) -> int:
     (config,) = parser.parse_args_and_config(list(argv))
     backend = config.backend or ("openai" if config.base_url else "transformers")
     # Fail on a bad setting before a model loads.
-    SimulatedSearchEngine.check_settings(top_k=config.top_k, prompt_format=config.prompt_format)
+    SimulatedSearchEngine.check_settings(
+        top_k=config.top_k, prompt_format=config.prompt_format, per_document=config.per_document
+    )
     GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     generator = make_generator(backend, model=config.model, base_url=config.base_url)
     per_document = config.per_document
     if per_document is None:
-        per_document = default_per_document(backend, config.model)
+        per_document = default_per_document(backend, config.model, config.prompt_format)
     engine = SimulatedSearchEngine(
         generator,
         per_document=per_document,

@@ -68,7 +68,11 @@ class EngineSettings:
         default=None, metadata={"help": "Simulator: OpenAI-compatible server URL (key: env OPENAI_API_KEY)."}
     )
     prompt_format: str = field(
-        default="prompt_only", metadata={"help": "Simulator: 'prompt_only', or 'finetuned' for an SFT simulator."}
+        default="prompt_only",
+        metadata={
+            "help": "Simulator: 'prompt_only', 'finetuned' (an SFT simulator) or 'zerosearch' (the released "
+            "ZeroSearch simulators' exact input)."
+        },
     )
     per_document: bool | None = field(
         default=None, metadata={"help": "Simulator: one document per generation (default: on for the embedded model)."}
@@ -129,6 +133,7 @@ def check_engine_settings(settings: EngineSettings) -> None:
             words_per_doc=settings.words_per_doc,
             leak_guard=settings.leak_guard,
             prompt_format=settings.prompt_format,
+            per_document=settings.per_document,
         )
         if settings.simulator_batch_size < 1:
             raise ValueError(f"--simulator_batch_size must be >= 1, got {settings.simulator_batch_size}.")
@@ -258,7 +263,9 @@ def _simulated(settings: EngineSettings, simulator: TextGenerator | None, cache:
 
     per_document = settings.per_document
     if per_document is None:
-        per_document = default_per_document(_simulator_backend(settings), settings.simulator_model)
+        per_document = default_per_document(
+            _simulator_backend(settings), settings.simulator_model, settings.prompt_format
+        )
     budget = settings.simulator_max_new_tokens
     return SimulatedSearchEngine(
         simulator if simulator is not None else make_simulator(settings),

@@ -23,7 +23,13 @@ from typing import Literal
 from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, validate_top_k
 from zerosearch_trl.engines.cache import SearchCache
 from zerosearch_trl.generation.base import GenerationParams, TextGenerator
-from zerosearch_trl.prompts import SimulatorFormat, SimulatorMode, simulator_messages, simulator_prefill
+from zerosearch_trl.prompts import (
+    SIMULATOR_FORMATS,
+    SimulatorFormat,
+    SimulatorMode,
+    simulator_messages,
+    simulator_prefill,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +77,11 @@ def parse_documents(text: str, max_words: int | None = None) -> list[Document]:
     return documents
 
 
-def default_per_document(backend: str, model: str | None) -> bool:
+def default_per_document(backend: str, model: str | None, prompt_format: str = "prompt_only") -> bool:
     """Whether a simulator should write one document per generation when the user has not said.
 
     On for the embedded 135M model in process (it loses track of a five-document list); off otherwise, as in the
-    paper (all documents in one generation).
+    paper (all documents in one generation), and always off for the released simulators' format.
 
     Example:
         >>> default_per_document("transformers", "default"), default_per_document("openai", "default")
@@ -83,7 +89,8 @@ def default_per_document(backend: str, model: str | None) -> bool:
     """
     from zerosearch_trl.models import DEFAULT_MODEL_ALIASES
 
-    return backend == "transformers" and (model is None or model in DEFAULT_MODEL_ALIASES)
+    embedded = model is None or model in DEFAULT_MODEL_ALIASES
+    return backend == "transformers" and embedded and prompt_format != "zerosearch"
 
 
 @dataclass
@@ -136,7 +143,8 @@ class SimulatedSearchEngine:
         leak_guard: what to do with a noisy document that contains a gold answer: ``"regenerate"`` (retry the
             request, redact if it still leaks), ``"redact"`` (mask the answer at once) or ``"off"``.
         prompt_format: ``"prompt_only"`` for an off-the-shelf instruct model, ``"finetuned"`` for a simulator
-            trained with :mod:`zerosearch_trl.simulator.sft`.
+            trained with :mod:`zerosearch_trl.simulator.sft`, ``"zerosearch"`` for the released ZeroSearch
+            simulators (their exact input, no prefill, all documents in one answer cut at ``Doc {top_k + 1}``).
         per_document: ask for one document per generation (``top_k`` generations per request) instead of all
             ``top_k`` in one; small prompt-only simulators, such as the embedded 135M model, manage the
             one-document format far more often. Each generation is then capped at ``3 * words_per_doc``
@@ -184,7 +192,10 @@ class SimulatedSearchEngine:
             retry_backoff=retry_backoff,
             leak_guard=leak_guard,
             prompt_format=prompt_format,
+            per_document=per_document,
         )
+        if prompt_format == "zerosearch":
+            prefill = False  # the released checkpoints were fine-tuned without one
         self.generator = generator
         self.top_k = top_k
         self.noise_prob = noise_prob
@@ -215,6 +226,7 @@ class SimulatedSearchEngine:
         retry_backoff: float = 0.1,
         leak_guard: str = "regenerate",
         prompt_format: str = "prompt_only",
+        per_document: bool | None = False,
     ) -> None:
         """Raise a ValueError naming the first bad setting; lets a CLI fail before it loads a model."""
         validate_top_k(top_k)
@@ -222,8 +234,13 @@ class SimulatedSearchEngine:
             raise ValueError(f"noise_prob must be in [0, 1], got {noise_prob!r}.")
         if leak_guard not in ("regenerate", "redact", "off"):
             raise ValueError(f"leak_guard must be 'regenerate', 'redact' or 'off', got {leak_guard!r}.")
-        if prompt_format not in ("prompt_only", "finetuned"):
-            raise ValueError(f"prompt_format must be 'prompt_only' or 'finetuned', got {prompt_format!r}.")
+        if prompt_format not in SIMULATOR_FORMATS:
+            raise ValueError(f"prompt_format must be one of {', '.join(SIMULATOR_FORMATS)}, got {prompt_format!r}.")
+        if prompt_format == "zerosearch" and per_document:
+            raise ValueError(
+                "prompt_format 'zerosearch' writes all documents in one answer, as the released simulators were "
+                "fine-tuned to: set per_document False."
+            )
         if max_retries < 0 or retry_backoff < 0:
             raise ValueError(f"max_retries and retry_backoff must be >= 0, got {max_retries} and {retry_backoff}.")
         if words_per_doc < 1:
@@ -307,6 +324,8 @@ class SimulatedSearchEngine:
     ) -> None:
         """Parse one generation and keep its acceptable, new documents for request ``i``."""
         n_docs = 1 if self.per_document else self.top_k
+        if self.prompt_format == "zerosearch":  # as the reference does with the released simulators' answers
+            text = text.replace("\n\n", "\n").split(f"Doc {self.top_k + 1}")[0]
         documents = parse_documents(simulator_prefill(n_docs) + text if self.prefill else text, 2 * self.words_per_doc)
         seen = {(d.title, d.text) for d in kept[i]}
         for document in documents[:n_docs]:

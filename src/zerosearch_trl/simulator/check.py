@@ -82,7 +82,7 @@ def check_simulator(
             name = str(simulator or "default")
             generator = make_generator("transformers", model=name)
         if per_document is None:
-            per_document = default_per_document("transformers", name)
+            per_document = default_per_document("transformers", name, prompt_format)
         engine = SimulatedSearchEngine(
             generator,
             top_k=top_k,
