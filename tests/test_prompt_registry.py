@@ -23,7 +23,7 @@ def test_duplicate_prompts_with_other_golds_are_merged_with_one_warning(tokenize
     train = rows([("Where is Alpha?", ["Paris"]), ("Where is Beta?", ["Rome"]), ("Where is Alpha?", ["Paris, France"])])
     heldout = rows([("Where is Alpha?", ["City of Light"]), ("Where is Beta?", ["Rome"])])
     engine = RecordingEngine()
-    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.rollout.loop"):
+    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.rollout.registry"):
         rollout = make_search_rollout(engine, datasets=[train, heldout])
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
@@ -40,7 +40,7 @@ def test_duplicate_prompts_with_other_golds_are_merged_with_one_warning(tokenize
 
 def test_the_same_golds_twice_is_no_conflict(caplog):
     same = rows([("Where is Beta?", ["Rome"]), ("Where is Beta?", ["Rome"])])
-    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.rollout.loop"):
+    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.rollout.registry"):
         make_search_rollout(RecordingEngine(), datasets=[same])
     assert not caplog.records
 

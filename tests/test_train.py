@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from zerosearch_trl.cli import main
 from zerosearch_trl.commands.train import make_parser
+from zerosearch_trl.prompts import PromptSettings
 from zerosearch_trl.training.config import check_config, model_load_kwargs
 
 
@@ -89,10 +90,13 @@ def test_cli_run_trains_with_the_curriculum_and_writes_everything(tmp_path, tiny
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
-    # linear 0 -> 0.5 over 2 steps: p is 0 during step 0 and 0.25 during step 1
-    assert [r["curriculum/noise_p"] for r in steps] == [0.0, 0.25]
+    # linear 0 -> 0.5 over 2 steps counted 1..m, as in the reference: 0.25 during step 1, p_end during step 2
+    assert [r["curriculum/noise_p"] for r in steps] == [0.25, 0.5]
     assert all("search/episodes_with_search" in r and "search/well_formed_episodes" in r for r in steps)
     assert (out / "model.safetensors").exists() and (out / "checkpoint-1").is_dir()
+    # The model and every checkpoint say how they were prompted, so that eval plays them alike (#20.8).
+    for folder in (out, out / "checkpoint-1"):
+        assert PromptSettings.read(folder) == PromptSettings("zero_shot", "<think>")
     report = (out / "report.md").read_text()
     assert "curriculum/noise_p" in report and "plots/reward.png" in report
     summary = json.loads((out / "summary.json").read_text())
@@ -121,7 +125,7 @@ def test_resume_continues_the_schedule(tmp_path, tiny_model_dir):
         return {r["step"]: r["curriculum/noise_p"] for r in rows if "reward" in r}
 
     assert noise(resumed) == {3: noise(full)[3]}
-    assert noise(full)[3] == pytest.approx(0.5 * 2 / 3)
+    assert noise(full)[3] == pytest.approx(0.5)  # linear to 0.5: the last of 3 steps trains at p_end
 
 
 @pytest.mark.slow

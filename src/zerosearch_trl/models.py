@@ -13,11 +13,14 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from zerosearch_trl.prompts import THINK_PREFILL, PromptSettings
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +158,53 @@ def load_model(
     tokenizer = load_tokenizer(path)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    settings = PromptSettings.read(path) if Path(path).is_dir() else None
+    if settings is not None:  # how it was trained to be prompted travels with it (config.json when saved again)
+        model.config.zerosearch_prompt = asdict(settings)
     return model, tokenizer
+
+
+def saved_prompt_settings(model: Any) -> PromptSettings | None:
+    """How ``model`` was prompted in training: a folder's :data:`~zerosearch_trl.prompts.PROMPT_SETTINGS_FILE`,
+    or a loaded model's (or a generator's model's) ``config.zerosearch_prompt``; ``None`` when unknown."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        if is_default_model(model) or not Path(model).expanduser().is_dir():
+            return None
+        return PromptSettings.read(model)
+    config = getattr(model, "config", None) or getattr(getattr(model, "model", None), "config", None)
+    saved = getattr(config, "zerosearch_prompt", None)
+    return PromptSettings.from_dict(saved) if saved else None
+
+
+def resolve_prompt_settings(model: Any, prompt_style: str | None = None, prefill: str | None = None) -> PromptSettings:
+    """The prompt to play ``model`` with: what the caller asked, else what the model was trained with, else one-shot
+    with ``<think>`` for the embedded model and the paper's zero-shot instruction for any other.
+
+    Args:
+        model: a folder or hub id (``None``/``"default"``: the embedded model), or a loaded model or generator.
+        prompt_style: ``"zero_shot"``/``"one_shot"``, or ``None`` to decide as above.
+        prefill: the assistant prefill, ``""`` for none, or ``None`` to decide as above.
+
+    A request that differs from what the model was trained with is honoured, with one warning.
+
+    Example:
+        >>> resolve_prompt_settings("default")
+        PromptSettings(prompt_style='one_shot', prefill='<think>', protocol='tags')
+    """
+    saved = saved_prompt_settings(model)
+    default = PromptSettings("one_shot" if is_default_model(model) else "zero_shot", THINK_PREFILL)
+    base = saved or default
+    style = prompt_style or base.prompt_style
+    chosen = base.prefill if prefill is None else (prefill or None)
+    if saved is not None and (style, chosen) != (saved.prompt_style, saved.prefill):
+        logger.warning(
+            "The model was trained with prompt_style=%r and prefill=%r; playing it with %r and %r, as asked.",
+            saved.prompt_style,
+            saved.prefill,
+            style,
+            chosen,
+        )
+    return PromptSettings(style, chosen, base.protocol)  # type: ignore[arg-type]
 
 
 def inference_device() -> str | None:

@@ -6,13 +6,23 @@ prompts here, so that a fine-tuned simulator sees at training time exactly what 
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 PromptStyle = Literal["zero_shot", "one_shot"]
 
 THINK_PREFILL = "<think>"
 """Text prefilled into the assistant turn so that small models start in the protocol."""
+
+PROMPT_SETTINGS_FILE = "zerosearch_prompt.json"
+"""Where a trained policy's folder records how it was prompted (:class:`PromptSettings`)."""
+
+logger = logging.getLogger(__name__)
 
 _RULES = (
     "Answer the question below. Each time you get new information, first reason about it between <think> and "
@@ -78,6 +88,57 @@ def render_policy_prompt(
     """
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     return text + (prefill or "")
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How a policy was prompted in training, which evaluation and the probe must reproduce.
+
+    The training job writes it next to the model (:data:`PROMPT_SETTINGS_FILE`, in the output folder and every
+    checkpoint); :func:`~zerosearch_trl.load_model` attaches it to the loaded model's config, and ``eval``,
+    ``probe``, ``collect-simulator-data`` and :func:`~zerosearch_trl.evaluate` use it unless told otherwise.
+
+    Attributes:
+        prompt_style: the policy instruction, ``"zero_shot"`` or ``"one_shot"``.
+        prefill: the text that opened the assistant turn (``None``: none).
+        protocol: the action protocol (``"tags"``: ``<search>``, ``<information>``, ``<answer>``).
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = PromptSettings("one_shot").save(folder)
+        >>> PromptSettings.read(folder)
+        PromptSettings(prompt_style='one_shot', prefill='<think>', protocol='tags')
+    """
+
+    prompt_style: PromptStyle = "zero_shot"
+    prefill: str | None = THINK_PREFILL
+    protocol: str = "tags"
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write :data:`PROMPT_SETTINGS_FILE` into ``folder``; return its path."""
+        path = Path(folder) / PROMPT_SETTINGS_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str]) -> PromptSettings | None:
+        """The settings saved in ``folder``, or ``None`` when it has none (a bad file is named in a warning)."""
+        path = Path(folder).expanduser() / PROMPT_SETTINGS_FILE
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as error:
+            logger.warning("Ignoring %s, which does not describe a prompt (%s).", path, error)
+            return None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PromptSettings:
+        """Rebuild from :meth:`save`'s JSON (or a model config's ``zerosearch_prompt``); raise on a bad value."""
+        if not isinstance(data, dict) or data.get("prompt_style") not in POLICY_TEMPLATES:
+            raise ValueError(f"expected a prompt_style among {sorted(POLICY_TEMPLATES)}, got {data!r}")
+        return cls(**{key: data[key] for key in ("prompt_style", "prefill", "protocol") if key in data})
 
 
 SimulatorMode = Literal["useful", "noisy"]

@@ -11,7 +11,6 @@ from zerosearch_trl.commands.parsing import command_parser
 from zerosearch_trl.evaluation import evaluate, load_eval_datasets, write_evaluation
 from zerosearch_trl.evaluation.loop import is_local_path
 from zerosearch_trl.evaluation.report import format_score
-from zerosearch_trl.prompts import THINK_PREFILL
 from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS
 
 
@@ -38,9 +37,16 @@ class EvalArguments:
         metadata={"help": "Tokens per episode, observations included (default: what max_turns searches need)."},
     )
     prompt_style: str | None = field(
-        default=None, metadata={"help": "'zero_shot' or 'one_shot' (default: one_shot for the embedded model)."}
+        default=None,
+        metadata={
+            "help": "'zero_shot' or 'one_shot'; default: what the model was trained with (its zerosearch_prompt.json), "
+            "else one_shot for the embedded model and zero_shot for others."
+        },
     )
-    prefill: str = field(default=THINK_PREFILL, metadata={"help": "Opens the assistant turn ('' for none)."})
+    prefill: str | None = field(
+        default=None,
+        metadata={"help": "Opens the assistant turn ('' for none); default: as the model was trained, else <think>."},
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily (default); above 0 samples."})
     policy_backend: str = field(
         default="transformers", metadata={"help": "'transformers' (in process), 'vllm' or 'openai' (a server)."}
@@ -75,12 +81,13 @@ def check_eval_args(args: EvalArguments) -> None:
 def main(argv: Sequence[str]) -> int:
     """``zerosearch-trl eval --datasets a.jsonl,b.parquet --engine simulated,bm25 [--corpus ...] [flags]``."""
     from zerosearch_trl.engines.factory import EngineSettings, make_engine, split_engine_settings
-    from zerosearch_trl.models import is_default_model
+    from zerosearch_trl.models import resolve_prompt_settings
 
     args, settings = command_parser("eval", [EvalArguments, EngineSettings]).parse_args_and_config(list(argv))
     check_eval_args(args)
     engine_settings = split_engine_settings(settings)
-    style = args.prompt_style or ("one_shot" if is_default_model(args.model) else "zero_shot")
+    prompt = resolve_prompt_settings(args.model, args.prompt_style, args.prefill)  # as trained, unless told
+    style = prompt.prompt_style
     tables = load_eval_datasets([s.strip() for s in args.datasets.split(",") if s.strip()], prompt_style=style)
     engines = {one.engine: make_engine(one) for one in engine_settings}
     policy, tokenizer = _cli_policy(args)
@@ -90,7 +97,7 @@ def main(argv: Sequence[str]) -> int:
         engines,
         tokenizer=tokenizer,
         max_turns=args.max_turns,
-        prefill=args.prefill or None,
+        prefill=prompt.prefill,
         prompt_style=style,
         max_turn_tokens=args.max_turn_tokens,
         max_observation_tokens=args.max_observation_tokens,

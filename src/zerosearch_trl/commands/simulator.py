@@ -30,7 +30,10 @@ class CollectArguments:
     limit: int | None = field(default=64, metadata={"help": "Questions per dataset (default 64; None: all)."})
     correct: str = field(default="exact_match", metadata={"help": "Outcome score: exact_match, cover_em or f1."})
     temperature: float = field(default=0.0, metadata={"help": "Policy sampling temperature (0: greedy)."})
-    prompt_style: str = field(default="one_shot", metadata={"help": "Policy instruction: one_shot or zero_shot."})
+    prompt_style: str | None = field(
+        default=None,
+        metadata={"help": "Policy instruction, one_shot or zero_shot; default: as the model was trained (see eval)."},
+    )
     batch_size: int = field(default=16, metadata={"help": "Questions played together."})
 
 

@@ -28,10 +28,17 @@ class ProbeConfig:
         default=None, metadata={"help": "QA file/folder/hub id; default: the generated demo task."}
     )
     n_samples: int = field(default=16, metadata={"help": "Number of first turns to sample."})
-    prompt_style: str = field(
-        default="one_shot", metadata={"help": "Policy instruction: 'zero_shot' (paper) or 'one_shot'."}
+    prompt_style: str | None = field(
+        default=None,
+        metadata={
+            "help": "Policy instruction: 'zero_shot' (paper) or 'one_shot'; default: what the model was trained "
+            "with (its zerosearch_prompt.json), else one_shot for the embedded model and zero_shot for others."
+        },
     )
-    prefill: str = field(default="<think>", metadata={"help": "Text prefilled into the assistant turn; '' for none."})
+    prefill: str | None = field(
+        default=None,
+        metadata={"help": "Text prefilled into the assistant turn ('' for none); default: as trained, else <think>."},
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (paper: 1.0)."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass (paper: 0.95)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Token budget for the turn."})
@@ -45,7 +52,7 @@ def probe(config: ProbeConfig) -> dict:
     from zerosearch_trl.data import load_qa_dataset
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.generation.base import GenerationParams
-    from zerosearch_trl.models import inference_device, load_model
+    from zerosearch_trl.models import inference_device, load_model, resolve_prompt_settings
     from zerosearch_trl.training.probe import well_formed_search_share
 
     params = GenerationParams(
@@ -58,18 +65,19 @@ def probe(config: ProbeConfig) -> dict:
         questions = load_qa_dataset(config.dataset, limit=config.n_samples)["question"]
     else:
         questions = make_demo_task(config.n_samples, seed=config.seed).dataset["question"]
+    settings = resolve_prompt_settings(config.model, config.prompt_style, config.prefill)
     model, tokenizer = load_model(config.model, device_map=inference_device())
     report = well_formed_search_share(
         model,
         tokenizer,
         list(questions),
         n=config.n_samples,
-        prompt_style=config.prompt_style,
-        prefill=config.prefill,
+        prompt_style=settings.prompt_style,
+        prefill=settings.prefill,
         params=params,
         batch_size=config.batch_size,
     )
-    return {"config": asdict(config), **report}
+    return {"config": {**asdict(config), "prompt_style": settings.prompt_style, "prefill": settings.prefill}, **report}
 
 
 @dataclass
@@ -159,7 +167,8 @@ def probe_main(argv: Sequence[str]) -> int:
     report = probe(config)
     for sample in report["samples"][:4]:
         print(
-            f"--- {sample['question']}\n{config.prefill}{sample['generated']}\n=> {sample['action']}: {sample['content']!r}"
+            f"--- {sample['question']}\n{report['config']['prefill'] or ''}{sample['generated']}\n"
+            f"=> {sample['action']}: {sample['content']!r}"
         )
     print(json.dumps({"counts": report["counts"], "shares": report["shares"]}, indent=2))
     if config.output_file:

@@ -33,6 +33,7 @@ from zerosearch_trl.answers import cover_exact_match, exact_match, f1_score
 from zerosearch_trl.engines.base import SearchEngine
 from zerosearch_trl.evaluation.result import EvaluationResult, summarize
 from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.models import resolve_prompt_settings
 from zerosearch_trl.prompts import THINK_PREFILL, PromptStyle
 from zerosearch_trl.protocol import STOP_STRINGS
 from zerosearch_trl.rewards import extract_answer
@@ -54,7 +55,7 @@ def evaluate(
     tokenizer: Any = None,
     max_turns: int = 2,
     prefill: str | None = THINK_PREFILL,
-    prompt_style: PromptStyle = "zero_shot",
+    prompt_style: PromptStyle | None = None,
     max_turn_tokens: int = DEFAULT_TURN_TOKENS,
     max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
     max_completion_length: int | None = None,
@@ -76,7 +77,9 @@ def evaluate(
         tokenizer: the policy's tokenizer (loaded with the model when ``model`` is a path).
         max_turns: search turns before the answer turn (paper: 2), as in training.
         prefill: text that opens the assistant turn, as in training.
-        prompt_style: instruction of the rows loaded here (``"one_shot"`` for small models).
+        prompt_style: instruction of the rows loaded here (``"one_shot"`` for small models); default: what the
+            model was trained with (:class:`~zerosearch_trl.prompts.PromptSettings`), else one-shot for the
+            embedded model and zero-shot for others.
         max_turn_tokens: model tokens per turn, as in training (paper: 500).
         max_observation_tokens: tokens per search result, as in training (paper: 500).
         max_completion_length: tokens per episode, observations included, as in training; default: what
@@ -117,6 +120,8 @@ def evaluate(
         max_completion_length = episode_budget(max_turns, max_turn_tokens, max_observation_tokens)
     if is_local_path(model) and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"Model folder {model} does not exist: give a model or LoRA adapter folder.")
+    if prompt_style is None:
+        prompt_style = resolve_prompt_settings(model, None, prefill or "").prompt_style
     tables = load_eval_datasets(datasets, prompt_style=prompt_style, limit=limit)
     generate, tokenizer, eos_ids = _policy(model, tokenizer, batch_size)
     params = GenerationParams(

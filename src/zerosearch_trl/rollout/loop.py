@@ -28,13 +28,11 @@ looked up by prompt; TRL passes each prompt ``num_generations`` times, and each 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from zerosearch_trl.answers import as_gold_list
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.generation.base import Generation, GenerationParams
@@ -59,6 +57,7 @@ from zerosearch_trl.rollout.episode import (
     is_well_formed_episode,
 )
 from zerosearch_trl.rollout.policy import generate_with_trainer, policy_backend
+from zerosearch_trl.rollout.registry import GoldRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -104,52 +103,15 @@ class SearchRollout:
         self._budget_warned = False
         self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
-        self._gold: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self._registered: set[int] = set()
-        self._conflicts: set[str] = set()
+        self.golds = GoldRegistry()
         for dataset in datasets:
             self.register(dataset)
 
-    @staticmethod
-    def _key(prompt: Any) -> str:
-        return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
-
     def register(self, dataset: Any) -> None:
-        """Learn the question and gold answers of every row of ``dataset`` (columns ``prompt``, ``question``,
-        ``golden_answers``); the trainer's own train and eval datasets are registered automatically. A prompt that
-        comes again with other gold answers gets them all (merged), with one warning naming it."""
-        if dataset is None or id(dataset) in self._registered:
-            return
-        datasets = (
-            dataset.values() if hasattr(dataset, "values") and not hasattr(dataset, "column_names") else [dataset]
-        )
-        conflicts: list[str] = []
-        for part in datasets:
-            columns = set(getattr(part, "column_names", []) or [])
-            if not {"prompt", "question"} <= columns:
-                continue
-            golds = part["golden_answers"] if "golden_answers" in columns else [None] * len(part)
-            for prompt, question, gold in zip(part["prompt"], part["question"], golds):
-                key, answers = self._key(prompt), tuple(as_gold_list(gold))
-                known = self._gold.get(key)
-                if known is not None and known[1] != answers:
-                    # One prompt, several gold lists (NQ and HotpotQA share questions; a question may be in both
-                    # the training and the held-out set): the simulator hears them all, not the last one read.
-                    answers = tuple(dict.fromkeys(known[1] + answers))
-                    if key not in self._conflicts:
-                        self._conflicts.add(key)
-                        conflicts.append(question)
-                self._gold[key] = (question, answers)
-        self._registered.add(id(dataset))
-        if conflicts:
-            logger.warning(
-                "%d prompt%s appear%s with different gold answers (first: %r): the simulator is told all of them, "
-                "merged, while each row's reward still scores its own. Deduplicate the data to silence this.",
-                len(conflicts),
-                "" if len(conflicts) == 1 else "s",
-                "s" if len(conflicts) == 1 else "",
-                conflicts[0],
-            )
+        """Learn the question and gold answers of every row of ``dataset`` (see
+        :class:`~zerosearch_trl.rollout.registry.GoldRegistry`); the trainer's own train and eval datasets are
+        registered automatically."""
+        self.golds.register(dataset)
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         """Play one episode per prompt and return TRL's rollout dict (see the module docstring)."""
@@ -259,7 +221,7 @@ class SearchRollout:
             text = prompt + (self.prefill or "")
         else:
             text = render_policy_prompt(tokenizer, prompt, self.prefill)
-        question, golds = self._gold.get(self._key(prompt), (None, ()))
+        question, golds = self.golds.lookup(prompt)
         return Episode(
             prompt_ids=tokenizer(text, add_special_tokens=False)["input_ids"], question=question, golden_answers=golds
         )

@@ -81,6 +81,7 @@ def train(
     import torch
 
     from zerosearch_trl.models import disable_cudnn_attention
+    from zerosearch_trl.training.checkpoints import PromptSettingsCallback
     from zerosearch_trl.training.guards import TrainingGuardCallback
     from zerosearch_trl.training.summary import finish_run
 
@@ -105,8 +106,11 @@ def train(
     add_curriculum(trainer, engine, args.curriculum)
     heldout_eval = add_heldout_eval(trainer, heldout, heldout_engine, policy, args)
     add_metrics_file(trainer, output_dir)
+    trainer.add_callback(PromptSettingsCallback(prompt_settings(args.script, style)))
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
+    if trainer.accelerator.is_main_process:
+        prompt_settings(args.script, style).save(output_dir)
     probes["end"] = probe(trainer.model, policy.tokenizer, questions, args.script, style)
     return finish_run(
         trainer,
@@ -122,11 +126,19 @@ def train(
 
 
 def prompt_style_for(script_args: SearchScriptArguments, model_args: Any) -> str:
-    """``--prompt_style``, else one-shot for the embedded model (it needs the worked example) and zero-shot (the
-    paper's) for any other."""
-    from zerosearch_trl.models import is_default_model
+    """``--prompt_style``, else what the starting checkpoint was trained with, else one-shot for the embedded model
+    (it needs the worked example) and zero-shot (the paper's) for any other."""
+    from zerosearch_trl.models import resolve_prompt_settings
 
-    return script_args.prompt_style or ("one_shot" if is_default_model(model_args.model_name_or_path) else "zero_shot")
+    model = model_args.model_name_or_path
+    return resolve_prompt_settings(model, script_args.prompt_style, script_args.prefill).prompt_style
+
+
+def prompt_settings(script_args: SearchScriptArguments, style: str) -> Any:
+    """How this run prompts the policy: saved with the model and every checkpoint, so that ``eval`` plays it alike."""
+    from zerosearch_trl.prompts import PromptSettings
+
+    return PromptSettings(style, script_args.prefill or None)  # type: ignore[arg-type]
 
 
 def load_policy(model_args: Any, style: str) -> Policy:
