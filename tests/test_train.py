@@ -105,6 +105,11 @@ def test_cli_run_trains_with_the_curriculum_and_writes_everything(tmp_path, tiny
     # the held-out questions are scored greedily at the start and the end, every row
     assert list(summary["heldout"]) == ["0", "2"] and summary["heldout"]["2"]["n"] == 4
     assert "heldout/f1" in steps[-1] and "heldout/f1" not in steps[0]
+    # ... against BM25 over the demo corpus first, the simulator (told the answers) only as a labelled second (#20.5)
+    assert list(summary["heldout_by_engine"]) == ["bm25", "simulator_told_answer"]
+    assert summary["heldout_by_engine"]["bm25"] == summary["heldout"]
+    assert "heldout/simulator_told_answer/f1" in steps[-1]
+    assert "against the simulator, told the answers: an upper bound" in report
     printed = capsys.readouterr().out
     assert "Held-out first turns that search" in printed and "held-out, greedy, 4 questions" in printed
 

@@ -128,3 +128,33 @@ def search_documents(engine: SearchEngine, requests: Sequence[SearchRequest]) ->
     except Exception:  # a real engine may fail; the caller's episodes go on with an explicit failure notice
         logger.exception("Search engine %s failed on %d queries", getattr(engine, "name", "?"), len(requests))
         return [[Document("", SEARCH_FAILED_TEXT, {"fallback": True})] for _ in requests], True
+
+
+ENGINE_KINDS = {
+    "real": "documents retrieved by a real engine",
+    "simulated": "documents a simulator wrote, told each question's gold answer when useful: an upper bound, not a "
+    "measure of search",
+    "hybrid": "real documents, mixed with a simulator's (told the gold answer when useful)",
+}
+"""What a score against each kind of engine means, for reports."""
+
+
+def engine_kind(engine: object) -> str:
+    """``"real"``, ``"simulated"`` or ``"hybrid"`` (a cache is seen through), a key of :data:`ENGINE_KINDS`.
+
+    Example:
+        >>> class Index:
+        ...     name, top_k = "bm25", 3
+        >>> engine_kind(Index())
+        'real'
+    """
+    for _ in range(8):  # a cache, or another wrapper, holds the engine that writes the documents
+        if hasattr(engine, "real") and hasattr(engine, "simulated"):
+            return "hybrid"
+        if hasattr(engine, "noise_prob"):
+            return "simulated"
+        inner = getattr(engine, "engine", None)
+        if inner is None:
+            break
+        engine = inner
+    return "real"

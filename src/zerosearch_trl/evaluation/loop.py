@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch_trl.answers import cover_exact_match, exact_match, f1_score
-from zerosearch_trl.engines.base import SearchEngine
+from zerosearch_trl.engines.base import SearchEngine, engine_kind
 from zerosearch_trl.evaluation.result import EvaluationResult, summarize
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.models import resolve_prompt_settings
@@ -168,6 +168,7 @@ def evaluate(
     config = {
         "model": str(model) if isinstance(model, (str, os.PathLike)) or model is None else type(model).__name__,
         "engines": list(engines),
+        "engine_kinds": {name: engine_kind(search_engine) for name, search_engine in engines.items()},
         "datasets": {name: len(table) for name, table in tables.items()},
         "max_turns": max_turns,
         "prefill": prefill,

@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+from zerosearch_trl.engines.base import ENGINE_KINDS
 from zerosearch_trl.evaluation.result import EvaluationResult
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def write_evaluation(result: EvaluationResult, output_dir: str | os.PathLike[str
                 f"{format_score(scores['answered'])} | {format_score(scores['mean_turns'])} | "
                 f"{format_score(scores.get('seconds_per_question'))} | {scores['errors']} |"
             )
+    kinds = config.get("engine_kinds") or {}
+    if kinds:
+        lines += ["", "What each engine's scores measure:", ""]
+        lines += [f"- `{name}`: {ENGINE_KINDS.get(kind, kind)}." for name, kind in kinds.items()]
     if plots and _plot_scores(result, out / "scores.png"):
         lines += ["", "![Scores per dataset and engine](scores.png)"]
     failed = [row for row in result.predictions if row.get("error")]

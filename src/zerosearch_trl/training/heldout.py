@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback
@@ -21,9 +22,14 @@ class SearchEvalCallback(TrainerCallback):
     give: a real engine, or a simulator whose noise the curriculum does not move (TRL's own ``eval_dataset``
     evaluation samples, as training does; this one decodes greedily). Every process evaluates all rows.
 
+    A simulator writes its useful documents from the gold answer, so a score against it measures whether the
+    policy copies an answer it is handed: an upper bound. Give a real engine over the same facts as the
+    yardstick; a mapping of engines scores each, the first as ``heldout/<metric>`` (and :attr:`history`), the
+    others as ``heldout/<name>/<metric>`` (all in :attr:`engine_history`).
+
     Args:
         dataset: held-out QA rows (anything :func:`evaluate` takes as one dataset).
-        engine: the search engine to evaluate with.
+        engine: the search engine to evaluate with, or a mapping name -> engine (the first is the yardstick).
         eval_steps: optimisation steps between evaluations (``None``: only at the start and the end).
         at_start: also evaluate before the first step.
         prefix: key prefix in the logs.
@@ -38,7 +44,7 @@ class SearchEvalCallback(TrainerCallback):
     def __init__(
         self,
         dataset: Any,
-        engine: SearchEngine,
+        engine: SearchEngine | Mapping[str, SearchEngine],
         *,
         eval_steps: int | None = None,
         at_start: bool = True,
@@ -47,15 +53,28 @@ class SearchEvalCallback(TrainerCallback):
     ) -> None:
         if eval_steps is not None and eval_steps < 1:
             raise ValueError(f"eval_steps must be >= 1 or None (start and end only), got {eval_steps}.")
-        self.dataset, self.engine, self.eval_steps, self.at_start = dataset, engine, eval_steps, at_start
+        self.engines = dict(engine) if isinstance(engine, Mapping) else {getattr(engine, "name", "engine"): engine}
+        if not self.engines:
+            raise ValueError("SearchEvalCallback needs an engine, or a non-empty mapping of them.")
+        self.dataset, self.eval_steps, self.at_start = dataset, eval_steps, at_start
         self.prefix, self.evaluate_kwargs = prefix, {"progress": False, **evaluate_kwargs}
         self.history: list[tuple[int, dict[str, Any]]] = []
+        self.engine_history: list[tuple[int, dict[str, dict[str, Any]]]] = []
         self._pending: dict[str, float] | None = None
 
-    def _run(self, step: int, model: Any, tokenizer: Any) -> dict[str, Any]:
-        result = evaluate(model, {"heldout": self.dataset}, self.engine, tokenizer=tokenizer, **self.evaluate_kwargs)
+    def _run(self, step: int, model: Any, tokenizer: Any) -> dict[str, float]:
+        """Evaluate; return the scores as log keys."""
+        result = evaluate(model, {"heldout": self.dataset}, self.engines, tokenizer=tokenizer, **self.evaluate_kwargs)
+        by_engine = {name: block["overall"] for name, block in result.engines.items()}
         self.history.append((step, result.overall))
-        return result.overall
+        self.engine_history.append((step, by_engine))
+        first = next(iter(by_engine))
+        return {
+            f"{self.prefix}{'' if name == first else name + '/'}{metric}": overall[metric]
+            for name, overall in by_engine.items()
+            for metric in METRICS
+            if overall.get(metric) is not None
+        }
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.at_start and state.global_step == 0:
@@ -65,8 +84,7 @@ class SearchEvalCallback(TrainerCallback):
         step = state.global_step
         due = step == state.max_steps or (self.eval_steps is not None and step % self.eval_steps == 0)
         if due and not (self.history and self.history[-1][0] == step):
-            overall = self._run(step, model, kwargs.get("processing_class"))
-            self._pending = {f"{self.prefix}{k}": overall[k] for k in METRICS if overall.get(k) is not None}
+            self._pending = self._run(step, model, kwargs.get("processing_class"))
             control.should_log = True  # the scores reach the logs at this very step
         return control
 

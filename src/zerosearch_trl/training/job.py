@@ -104,7 +104,10 @@ def train(
     guard = TrainingGuardCallback()
     trainer = build_trainer(policy, train_rows, engine, guard, args)
     add_curriculum(trainer, engine, args.curriculum)
-    heldout_eval = add_heldout_eval(trainer, heldout, heldout_engine, policy, args)
+    heldout_eval = None
+    if args.script.heldout_eval and len(heldout):
+        engines = heldout_engines(engine, heldout_engine, task, args.engine)
+        heldout_eval = add_heldout_eval(trainer, heldout, engines, policy, args)
     add_metrics_file(trainer, output_dir)
     trainer.add_callback(PromptSettingsCallback(prompt_settings(args.script, style)))
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
@@ -206,6 +209,36 @@ def build_engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, A
     engine = make_engine(settings, simulator=simulator)
     heldout = make_engine(replace(settings, cache_path=None), simulator=simulator, real=getattr(engine, "real", None))
     return engine, heldout
+
+
+SIMULATOR_TOLD_ANSWER = "simulator_told_answer"
+"""The held-out column scored against the noise-free simulator: it is told each gold answer, so an upper bound."""
+
+
+def heldout_engines(engine: Any, heldout_engine: Any, task: Any, engine_args: EngineArguments) -> dict[str, Any]:
+    """The engines the held-out questions are scored against, the yardstick first: a real engine over the same
+    facts (the engine itself when it is real, a hybrid's real part, BM25 over the demo corpus for the demo task),
+    then the noise-free simulator, labelled :data:`SIMULATOR_TOLD_ANSWER`: it writes useful documents from the gold
+    answer, so its score is an upper bound, not a measure of search."""
+    from zerosearch_trl.engines.base import engine_kind
+
+    if engine_kind(engine) == "real":
+        return {engine.name: engine}
+    engines: dict[str, Any] = {}
+    real = getattr(engine, "real", None)
+    if real is not None:
+        engines[real.name] = real
+    elif task is not None:
+        from zerosearch_trl.engines.bm25 import BM25Engine
+
+        engines["bm25"] = BM25Engine.from_corpus(task.corpus, top_k=engine_args.search_top_k)
+    else:
+        logger.warning(
+            "The held-out questions are scored against the simulator only, which is told their gold answers: an "
+            "upper bound. Train with --engine hybrid (a real engine over the same facts) for a real yardstick."
+        )
+    engines[SIMULATOR_TOLD_ANSWER] = getattr(heldout_engine, "simulated", heldout_engine)
+    return engines
 
 
 def probe(model: Any, tokenizer: Any, questions: Sequence[str], script_args: SearchScriptArguments, style: str):
@@ -312,19 +345,17 @@ def add_curriculum(trainer: Any, engine: Any, curriculum_args: CurriculumArgumen
 def add_heldout_eval(
     trainer: Any,
     heldout: Any,
-    heldout_engine: Any,
+    engines: dict[str, Any],
     policy: Policy,
     args: JobArguments,
 ) -> Any:
-    """The held-out evaluation callback when ``--heldout_eval`` is on (else ``None``); it has its own noise-free
-    engine, since the curriculum's noise must not move the yardstick."""
+    """The held-out evaluation callback, scoring against ``engines`` (:func:`heldout_engines`): noise-free, since
+    the curriculum's noise must not move the yardstick."""
     from zerosearch_trl.training.heldout import SearchEvalCallback
 
-    if not args.script.heldout_eval or not len(heldout):
-        return None
     return SearchEvalCallback(
         heldout,
-        heldout_engine,
+        engines,
         eval_steps=args.script.heldout_eval_steps,
         max_turns=args.script.max_turns,
         prefill=args.script.prefill or None,
