@@ -184,3 +184,21 @@ def test_cli_collection_that_finds_nothing_says_why(tiny_model_dir, tmp_path):
         main(["collect-simulator-data", "--model", str(tiny_model_dir), "--limit", "2", "--search_top_k", "2",
               "--output_dir", str(tmp_path / "data")])  # fmt: skip
     assert not (tmp_path / "data" / "pairs.jsonl").exists()
+
+
+def test_sft_on_pairs_that_cannot_make_a_dataset_ends_with_one_line_naming_the_fix(pairs, tmp_path, capsys):
+    """What the zero-argument path met (#20.10): every pair noisy under the outcome labelling, then a traceback."""
+    from zerosearch_trl.cli import main
+
+    noisy_only = pairs.map(lambda row: {"label": "noisy"})
+    pairs_file = tmp_path / "pairs.jsonl"
+    noisy_only.to_json(str(pairs_file), lines=True)
+    capsys.readouterr()  # the progress bars of the lines above
+    code = main(["sft-simulator", "--pairs", str(pairs_file), "--output_dir", str(tmp_path / "out"), "--top_k", "2"])
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("zerosearch-trl")]  # besides datasets' progress
+    assert code == 2 and "Traceback" not in err and err.rstrip().endswith(line)
+    assert "4 collected pairs, 0 useful and 4 noisy under --labelling outcome" in line
+    assert "--labelling contains_answer" in line
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from zerosearch_trl.commands.parsing import command_parser
 from zerosearch_trl.engines.factory import EngineSettings, make_engine
 from zerosearch_trl.simulator.check import check_simulator, write_simulator_check
-from zerosearch_trl.simulator.collect import collect_simulator_data
+from zerosearch_trl.simulator.collect import LABEL_COLUMNS, collect_simulator_data
 from zerosearch_trl.simulator.sft import check_sft_settings, make_simulator_sft_dataset, train_simulator
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ class CollectArguments:
         metadata={"help": "Policy instruction, one_shot or zero_shot; default: as the model was trained (see eval)."},
     )
     batch_size: int = field(default=16, metadata={"help": "Questions played together."})
+    max_turn_tokens: int = field(
+        default=128, metadata={"help": "Policy tokens per turn (the paper's scale: 500; 128 suits a small policy)."}
+    )
+    max_observation_tokens: int = field(
+        default=256, metadata={"help": "Tokens per search result the policy reads (the paper's scale: 500)."}
+    )
 
 
 @dataclass
@@ -48,7 +55,14 @@ class SimulatorSFTArguments:
     )
     model: str = field(default="default", metadata={"help": "The model to turn into a simulator."})
     output_dir: str = field(default="simulator", metadata={"help": "Adapter (and merged/) folder."})
-    labelling: str = field(default="outcome", metadata={"help": "'outcome' (paper) or 'contains_answer'."})
+    labelling: str | None = field(
+        default=None,
+        metadata={
+            "help": "'outcome' (the paper: the episode's answer was right) or 'contains_answer' (a document holds a "
+            "gold answer); default: outcome for --pairs, contains_answer for the pairs it collects itself (the "
+            "embedded policy rarely answers right, so outcome would label every pair noisy)."
+        },
+    )
     top_k: int = field(default=5, metadata={"help": "Documents per target: the engine's top_k at training time."})
     words_per_doc: int = field(default=30, metadata={"help": "Words per target document (paper: 30)."})
     max_steps: int = field(default=100, metadata={"help": "SFT optimisation steps."})
@@ -99,12 +113,12 @@ def sft_main(argv: Sequence[str]) -> int:
         logger.info("No --pairs: collecting them first (embedded policy, BM25 over the demo corpus).")
         collect_args = CollectArguments(output_dir=str(out / "pairs-collected"))
         pairs = _collect(collect_args, EngineSettings(engine="bm25", search_top_k=args.top_k))
-    sft = make_simulator_sft_dataset(
-        pairs,
-        labelling=args.labelling,
-        top_k=args.top_k,
-        words_per_doc=args.words_per_doc,
-    )
+    labelling = args.labelling or ("outcome" if args.pairs else "contains_answer")
+    try:
+        sft = make_simulator_sft_dataset(pairs, labelling=labelling, top_k=args.top_k, words_per_doc=args.words_per_doc)
+    except ValueError as error:  # the collection cannot make a dataset: say why and what to do, in one line
+        print(f"zerosearch-trl sft-simulator: {_dataset_problem(pairs, labelling, error)}", file=sys.stderr)
+        return 2
     folder = train_simulator(
         args.model,
         sft,
@@ -125,6 +139,22 @@ def sft_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _dataset_problem(pairs: Any, labelling: str, error: ValueError) -> str:
+    """Why collected pairs make no SFT dataset, and the fix, in one line."""
+    column = LABEL_COLUMNS.get(labelling)
+    if column is None or column not in getattr(pairs, "column_names", []):
+        return str(error)
+    counts = {label: sum(value == label for value in pairs[column]) for label in ("useful", "noisy")}
+    if all(counts.values()):
+        return str(error)
+    other = "contains_answer" if labelling == "outcome" else "outcome"
+    return (
+        f"{len(pairs)} collected pairs, {counts['useful']} useful and {counts['noisy']} noisy under "
+        f"--labelling {labelling}, and SFT needs both: pass --labelling {other}, collect more questions "
+        "(collect-simulator-data --limit), or collect with a policy that answers more of them (--model)."
+    )
+
+
 def _collect(args: CollectArguments, settings: Any) -> Any:
     engine = make_engine(settings)
     if args.datasets:
@@ -143,6 +173,8 @@ def _collect(args: CollectArguments, settings: Any) -> Any:
         limit=args.limit,
         prompt_style=args.prompt_style,
         batch_size=args.batch_size,
+        max_turn_tokens=args.max_turn_tokens,
+        max_observation_tokens=args.max_observation_tokens,
     )
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
