@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from zerosearch_trl.commands.train import make_parser
+from zerosearch_trl.rollout.episode import check_episode_budget
 from zerosearch_trl.training.config import check_config, resolve_rewards
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -24,6 +25,9 @@ def test_recipe_parses_with_every_key_known(recipe, monkeypatch):
     assert set(yaml.safe_load(recipe.read_text())) <= known
     script, engine, curriculum, training, model = parser.parse_args_and_config(["--config", str(recipe)])
     assert training.num_generations > 1 and curriculum.noise_end == 0.5
+    # Every recipe's episodes fit max_turns searches and the answer (#20.4), the GPU ones included.
+    check_episode_budget(training.max_completion_length, script.max_turns, script.max_turn_tokens,
+                         script.max_observation_tokens)  # fmt: skip
     if not model.model_name_or_path:  # the CPU recipe: every check passes here (the GPU ones load model configs)
         check_config(script, engine, curriculum, training, model)
 
