@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,6 +139,32 @@ class PromptSettings:
         if not isinstance(data, dict) or data.get("prompt_style") not in POLICY_TEMPLATES:
             raise ValueError(f"expected a prompt_style among {sorted(POLICY_TEMPLATES)}, got {data!r}")
         return cls(**{key: data[key] for key in ("prompt_style", "prefill", "protocol") if key in data})
+
+
+@dataclass
+class PromptArguments:
+    """How to prompt the policy (``train``, ``eval``, ``probe``, ``collect-simulator-data``): each setting left unset
+    is what the model was trained with (:class:`PromptSettings`), else the default for the model.
+
+    Example:
+        >>> PromptArguments().prompt_style is None  # decided per model
+        True
+    """
+
+    prompt_style: str | None = field(
+        default=None,
+        metadata={
+            "help": "Policy instruction: 'zero_shot' (the paper's) or 'one_shot' (a worked example, for small "
+            "models); default: as the model was trained (its zerosearch_prompt.json), else one_shot for the "
+            "embedded model and zero_shot for any other."
+        },
+    )
+    prefill: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text that opens the assistant turn ('' for none); default: as the model was trained, else <think>."
+        },
+    )
 
 
 SimulatorMode = Literal["useful", "noisy"]

@@ -11,11 +11,12 @@ from zerosearch_trl.commands.parsing import command_parser
 from zerosearch_trl.evaluation import evaluate, load_eval_datasets, write_evaluation
 from zerosearch_trl.evaluation.loop import is_local_path
 from zerosearch_trl.evaluation.report import format_score
+from zerosearch_trl.prompts import PromptArguments
 from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS
 
 
 @dataclass
-class EvalArguments:
+class EvalArguments(PromptArguments):
     """``zerosearch-trl eval``: the agent and the QA sets (the engines come from
     :class:`~zerosearch_trl.engines.factory.EngineSettings`)."""
 
@@ -35,17 +36,6 @@ class EvalArguments:
     max_completion_length: int | None = field(
         default=None,
         metadata={"help": "Tokens per episode, observations included (default: what max_turns searches need)."},
-    )
-    prompt_style: str | None = field(
-        default=None,
-        metadata={
-            "help": "'zero_shot' or 'one_shot'; default: what the model was trained with (its zerosearch_prompt.json), "
-            "else one_shot for the embedded model and zero_shot for others."
-        },
-    )
-    prefill: str | None = field(
-        default=None,
-        metadata={"help": "Opens the assistant turn ('' for none); default: as the model was trained, else <think>."},
     )
     temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily (default); above 0 samples."})
     policy_backend: str = field(

@@ -11,6 +11,8 @@ from typing import Any
 
 from zerosearch_trl.commands.parsing import command_parser
 from zerosearch_trl.engines.factory import EngineSettings, make_engine
+from zerosearch_trl.models import resolve_prompt_settings
+from zerosearch_trl.prompts import PromptArguments
 from zerosearch_trl.simulator.check import check_simulator, write_simulator_check
 from zerosearch_trl.simulator.collect import LABEL_COLUMNS, collect_simulator_data
 from zerosearch_trl.simulator.sft import check_sft_settings, make_simulator_sft_dataset, train_simulator
@@ -19,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CollectArguments:
+class CollectArguments(PromptArguments):
     """``zerosearch-trl collect-simulator-data``: who searches, on which questions (the engine comes from
     :class:`~zerosearch_trl.engines.factory.EngineSettings`, BM25 over the demo corpus by default)."""
 
@@ -31,10 +33,6 @@ class CollectArguments:
     limit: int | None = field(default=64, metadata={"help": "Questions per dataset (default 64; None: all)."})
     correct: str = field(default="exact_match", metadata={"help": "Outcome score: exact_match, cover_em or f1."})
     temperature: float = field(default=0.0, metadata={"help": "Policy sampling temperature (0: greedy)."})
-    prompt_style: str | None = field(
-        default=None,
-        metadata={"help": "Policy instruction, one_shot or zero_shot; default: as the model was trained (see eval)."},
-    )
     batch_size: int = field(default=16, metadata={"help": "Questions played together."})
     max_turn_tokens: int = field(
         default=128, metadata={"help": "Policy tokens per turn (the paper's scale: 500; 128 suits a small policy)."}
@@ -164,6 +162,7 @@ def _collect(args: CollectArguments, settings: Any) -> Any:
 
         # The demo world that the default engine's corpus describes (engine_seed).
         sources = {"demo": make_demo_task(seed=settings.engine_seed).dataset}
+    prompt = resolve_prompt_settings(args.model, args.prompt_style, args.prefill)  # as the policy was trained
     pairs = collect_simulator_data(
         args.model,
         sources,
@@ -171,7 +170,8 @@ def _collect(args: CollectArguments, settings: Any) -> Any:
         correct=args.correct,
         temperature=args.temperature,
         limit=args.limit,
-        prompt_style=args.prompt_style,
+        prompt_style=prompt.prompt_style,
+        prefill=prompt.prefill,
         batch_size=args.batch_size,
         max_turn_tokens=args.max_turn_tokens,
         max_observation_tokens=args.max_observation_tokens,

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zerosearch_trl.commands.parsing import command_parser
+from zerosearch_trl.prompts import PromptArguments
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(PromptArguments):
     """Sample the policy's first turn on demo (or given) questions and count well-formed protocol actions.
 
     Use it to choose a prompt style for a model before RL: a policy that never writes a tag gets no reward.
@@ -28,17 +29,6 @@ class ProbeConfig:
         default=None, metadata={"help": "QA file/folder/hub id; default: the generated demo task."}
     )
     n_samples: int = field(default=16, metadata={"help": "Number of first turns to sample."})
-    prompt_style: str | None = field(
-        default=None,
-        metadata={
-            "help": "Policy instruction: 'zero_shot' (paper) or 'one_shot'; default: what the model was trained "
-            "with (its zerosearch_prompt.json), else one_shot for the embedded model and zero_shot for others."
-        },
-    )
-    prefill: str | None = field(
-        default=None,
-        metadata={"help": "Text prefilled into the assistant turn ('' for none); default: as trained, else <think>."},
-    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (paper: 1.0)."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass (paper: 0.95)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Token budget for the turn."})

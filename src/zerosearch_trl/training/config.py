@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zerosearch_trl.engines.factory import EngineSettings
+from zerosearch_trl.prompts import PromptArguments
 from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS, check_episode_budget
 from zerosearch_trl.training.ppo import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig
@@ -63,7 +64,7 @@ CPU_ENGINE_DEFAULTS: dict[str, Any] = {"search_top_k": 3}
 
 
 @dataclass
-class SearchScriptArguments:
+class SearchScriptArguments(PromptArguments):
     """What to train on, with which algorithm, and how episodes are played."""
 
     algorithm: str = field(
@@ -83,13 +84,6 @@ class SearchScriptArguments:
     heldout_questions: int = field(
         default=32, metadata={"help": "Questions held back (never trained on) to measure the policy before and after."}
     )
-    prompt_style: str | None = field(
-        default=None,
-        metadata={
-            "help": "'zero_shot' (paper) or 'one_shot'; default: one_shot for the embedded model, else zero_shot."
-        },
-    )
-    prefill: str = field(default="<think>", metadata={"help": "Text that opens the assistant turn; '' for none."})
     max_turns: int = field(default=2, metadata={"help": "Searches before the final answer turn (paper: 2)."})
     max_turn_tokens: int = field(
         default=DEFAULT_TURN_TOKENS,

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from zerosearch_trl.models import resolve_prompt_settings
+from zerosearch_trl.prompts import PromptSettings
 from zerosearch_trl.training.config import (
     CurriculumArguments,
     EngineArguments,
@@ -51,7 +53,7 @@ class Policy:
     tokenizer: Any
     dtype: Any
     load_kwargs: dict[str, Any]
-    prompt_style: str
+    prompt: PromptSettings
     is_default: bool
 
 
@@ -91,15 +93,15 @@ def train(
     if torch.cuda.is_available():
         disable_cudnn_attention()  # NaN gradients from left-padded rows in bf16 (see its docstring)
 
-    style = prompt_style_for(args.script, args.model)
-    train_rows, heldout, task = load_training_data(args.script, style)
+    prompt = resolve_prompt_settings(args.model.model_name_or_path, args.script.prompt_style, args.script.prefill)
+    train_rows, heldout, task = load_training_data(args.script, prompt.prompt_style)
     output_dir = Path(args.training.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    policy = load_policy(args.model, style)
+    policy = load_policy(args.model, prompt)
     questions = list(heldout["question"])
-    probes = {"start": probe(policy.model, policy.tokenizer, questions, args.script, style)}
+    probes = {"start": probe(policy, questions, args.script.probe_samples)}
     warm = run_warm_start(policy, task, questions, args)
-    probes["after_warm_start"] = probe(policy.model, policy.tokenizer, questions, args.script, style) if warm else None
+    probes["after_warm_start"] = probe(policy, questions, args.script.probe_samples) if warm else None
     engine, heldout_engine = build_engines(args.engine, args.model)
     guard = TrainingGuardCallback()
     trainer = build_trainer(policy, train_rows, engine, guard, args)
@@ -109,12 +111,14 @@ def train(
         engines = heldout_engines(engine, heldout_engine, task, args.engine)
         heldout_eval = add_heldout_eval(trainer, heldout, engines, policy, args)
     add_metrics_file(trainer, output_dir)
-    trainer.add_callback(PromptSettingsCallback(prompt_settings(args.script, style)))
+    # How the policy was prompted travels with it (every checkpoint, the final folder), so eval plays it alike.
+    trainer.add_callback(PromptSettingsCallback(prompt))
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
-        prompt_settings(args.script, style).save(output_dir)
-    probes["end"] = probe(trainer.model, policy.tokenizer, questions, args.script, style)
+        prompt.save(output_dir)
+    policy.model = trainer.model
+    probes["end"] = probe(policy, questions, args.script.probe_samples)
     return finish_run(
         trainer,
         engine,
@@ -128,23 +132,7 @@ def train(
     )
 
 
-def prompt_style_for(script_args: SearchScriptArguments, model_args: Any) -> str:
-    """``--prompt_style``, else what the starting checkpoint was trained with, else one-shot for the embedded model
-    (it needs the worked example) and zero-shot (the paper's) for any other."""
-    from zerosearch_trl.models import resolve_prompt_settings
-
-    model = model_args.model_name_or_path
-    return resolve_prompt_settings(model, script_args.prompt_style, script_args.prefill).prompt_style
-
-
-def prompt_settings(script_args: SearchScriptArguments, style: str) -> Any:
-    """How this run prompts the policy: saved with the model and every checkpoint, so that ``eval`` plays it alike."""
-    from zerosearch_trl.prompts import PromptSettings
-
-    return PromptSettings(style, script_args.prefill or None)  # type: ignore[arg-type]
-
-
-def load_policy(model_args: Any, style: str) -> Policy:
+def load_policy(model_args: Any, prompt: PromptSettings) -> Policy:
     """The policy to train, loaded with ``model_args`` (dtype, revision, attention kernel, QLoRA quantization)."""
     import torch
 
@@ -154,7 +142,7 @@ def load_policy(model_args: Any, style: str) -> Policy:
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     load_kwargs = model_load_kwargs(model_args)
     model, tokenizer = load_model(model_args.model_name_or_path, dtype=dtype or "auto", **load_kwargs)
-    return Policy(model, tokenizer, dtype or "auto", load_kwargs, style, is_default)
+    return Policy(model, tokenizer, dtype or "auto", load_kwargs, prompt, is_default)
 
 
 def load_training_data(script_args: SearchScriptArguments, prompt_style: str) -> tuple[Any, Any, Any]:
@@ -241,22 +229,22 @@ def heldout_engines(engine: Any, heldout_engine: Any, task: Any, engine_args: En
     return engines
 
 
-def probe(model: Any, tokenizer: Any, questions: Sequence[str], script_args: SearchScriptArguments, style: str):
+def probe(policy: Policy, questions: Sequence[str], n_samples: int) -> dict[str, float] | None:
     """The shares of held-out first turns that search, answer or do neither (``None`` when probing is off)."""
     from zerosearch_trl.training.probe import well_formed_search_share
 
-    if not script_args.probe_samples or not questions:
+    if not n_samples or not questions:
         return None
-    was_training = model.training
+    was_training = policy.model.training
     result = well_formed_search_share(
-        model,
-        tokenizer,
+        policy.model,
+        policy.tokenizer,
         questions,
-        n=script_args.probe_samples,
-        prompt_style=style,
-        prefill=script_args.prefill or None,
+        n=n_samples,
+        prompt_style=policy.prompt.prompt_style,
+        prefill=policy.prompt.prefill,
     )
-    model.train(was_training)
+    policy.model.train(was_training)
     return result["shares"]
 
 
@@ -275,7 +263,7 @@ def run_warm_start(policy: Policy, task: Any, heldout_questions: Sequence[str], 
         return False
     warm_dir = Path(training_args.output_dir) / "warm_start"
     data = make_warmstart_dataset(
-        task, prompt_style=policy.prompt_style, exclude_questions=heldout_questions, seed=training_args.seed
+        task, prompt_style=policy.prompt.prompt_style, exclude_questions=heldout_questions, seed=training_args.seed
     )
     model = warm_start(
         policy.model,
@@ -283,7 +271,7 @@ def run_warm_start(policy: Policy, task: Any, heldout_questions: Sequence[str], 
         data,
         output_dir=str(warm_dir),
         **({"max_steps": script_args.warm_start_steps} if script_args.warm_start_steps else {}),
-        prefill=script_args.prefill or None,
+        prefill=policy.prompt.prefill,
         seed=training_args.seed,
     )
     # Saved and reloaded so that TRL's reference model (built from the model's path when beta > 0) is the
@@ -322,7 +310,7 @@ def build_trainer(
             max_turns=args.script.max_turns,
             max_turn_tokens=args.script.max_turn_tokens,
             max_observation_tokens=args.script.max_observation_tokens,
-            prefill=args.script.prefill or None,
+            prefill=policy.prompt.prefill,
         ),
         peft_config=get_peft_config(args.model),
         callbacks=[guard],
@@ -358,8 +346,8 @@ def add_heldout_eval(
         engines,
         eval_steps=args.script.heldout_eval_steps,
         max_turns=args.script.max_turns,
-        prefill=args.script.prefill or None,
-        prompt_style=policy.prompt_style,
+        prefill=policy.prompt.prefill,
+        prompt_style=policy.prompt.prompt_style,
         max_turn_tokens=args.script.max_turn_tokens,
         max_observation_tokens=args.script.max_observation_tokens,
         max_completion_length=args.training.max_completion_length,
