@@ -67,7 +67,7 @@ class ScriptedVLLM:
 class StandInSamplingParams:
     """vLLM's ``SamplingParams`` keyword arguments that the rollout uses (an unknown keyword is a TypeError)."""
 
-    def __init__(self, *, max_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed,
+    def __init__(self, *, max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, stop, seed,
                  include_stop_str_in_output, logprobs=None):  # fmt: skip
         assert include_stop_str_in_output is True
         self.max_tokens, self.stop, self.logprobs = max_tokens, stop or [], logprobs
@@ -182,18 +182,23 @@ def test_server_requests_carry_stop_strings_and_sampled_token_logprobs(stand_in_
     assert request["max_tokens"] == 400 - 1  # one token kept for the closing EOS
 
 
-def test_colocated_sleep_mode_wakes_and_sleeps_around_each_turn(stand_in_vllm, tokenizer):
+def test_colocated_sleep_mode_wakes_once_per_rollout_not_per_turn(stand_in_vllm, tokenizer):
+    """#21.5: a wake per turn reloaded the weights (level-2 sleep discards them) and lost the prefix cache."""
     trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")
     events = []
     llm = trainer.vllm_generation.llm
+    generate = llm.generate
+    llm.generate = lambda *args, **kwargs: events.append(("generate",)) or generate(*args, **kwargs)
     llm.wake_up = lambda tags: events.append(("wake", tuple(tags)))
     llm.sleep = lambda level: events.append(("sleep", level))
     trainer.vllm_generation.enable_sleep_mode = True
     trainer.vllm_generation._llm_weights_sleeping = True
     trainer.vllm_generation.sync_weights = lambda: events.append(("sync",))
     rollout(list(dataset["prompt"]), trainer)
-    assert events[:3] == [("sync",), ("wake", ("kv_cache",)), ("sleep", 2)]
-    assert events.count(("sync",)) == 3  # level-2 sleep discards the weights: pushed again every turn
+    turns = events.count(("generate",))
+    assert turns == 3  # Gamma searches twice, then its answer turn
+    assert events == [("sync",), ("wake", ("kv_cache",))] + [("generate",)] * turns + [("sleep", 2)]
+    assert trainer.vllm_generation._llm_weights_sleeping is True
 
 
 def test_colocate_with_tensor_parallelism_is_refused_clearly(stand_in_vllm, tokenizer):

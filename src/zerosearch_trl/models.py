@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,29 @@ def load_model(
     if settings is not None:  # how it was trained to be prompted travels with it (config.json when saved again)
         model.config.zerosearch_prompt = asdict(settings)
     return model, tokenizer
+
+
+@contextmanager
+def outside_zero3_init() -> Iterator[None]:
+    """Load models whole inside this block, outside DeepSpeed ZeRO-3's partitioned init.
+
+    For frozen models that only generate (the in-process simulator): ZeRO-3 has no reason to shard them, and
+    transformers refuses to place a model that ZeRO-3 would initialise (``device_map``). Outside ZeRO-3 it does
+    nothing.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    # The config object itself is needed to restore it, and transformers only keeps it behind this weak reference.
+    held = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = held() if held is not None else None
+    if config is None or not config.is_zero3():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 def saved_prompt_settings(model: Any) -> PromptSettings | None:

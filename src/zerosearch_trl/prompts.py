@@ -75,18 +75,24 @@ def build_policy_prompt(question: str, style: PromptStyle = "zero_shot") -> list
 
 
 def render_policy_prompt(
-    tokenizer: Any, messages: Sequence[dict[str, str]], prefill: str | None = THINK_PREFILL
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    prefill: str | None = THINK_PREFILL,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """Apply the chat template with a generation prompt, then append the assistant prefill (if any).
 
-    The prefill belongs to the prompt: the policy's completion continues it.
+    The prefill belongs to the prompt: the policy's completion continues it. ``chat_template_kwargs`` reach the
+    template (``GRPOConfig.chat_template_kwargs``, e.g. ``{"enable_thinking": False}``).
 
     Example:
         >>> text = render_policy_prompt(tokenizer, build_policy_prompt("Who wrote Dune?"))  # doctest: +SKIP
         >>> text.endswith("<think>")  # doctest: +SKIP
         True
     """
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+    )
     return text + (prefill or "")
 
 

@@ -92,8 +92,19 @@ class HybridEngine:
         self.real, self.simulated, self.top_k = real, simulated, real.top_k
         self.real_prob, self.fallback = real_prob, fallback
         self.stats = HybridStats()
+        self.seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+
+    def reseed(self, *, step: int, rank: int = 0) -> None:
+        """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)``
+        (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
+        if self.seed is not None:
+            with self._lock:
+                self._rng = random.Random(f"{self.seed}|{rank}|{step}")
+        reseed = getattr(self.simulated, "reseed", None)
+        if callable(reseed):
+            reseed(step=step, rank=rank)
 
     @property
     def real_prob(self) -> float:

@@ -153,7 +153,7 @@ class SimulatedSearchEngine:
             support continuing an assistant message (transformers, vLLM and SGLang do).
         cache: a :class:`~zerosearch_trl.engines.cache.SearchCache`; off by default, since sampling diversity is
             part of the simulation.
-        seed: seeds the noise draws.
+        seed: seeds the noise draws; :meth:`reseed` restarts them per optimisation step and process.
 
     Example:
         >>> import zerosearch_trl as zs
@@ -213,6 +213,7 @@ class SimulatedSearchEngine:
         self.per_document, self.prefill = per_document, prefill
         self.cache = cache
         self.stats = SimulatorStats()
+        self.seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -265,6 +266,21 @@ class SimulatedSearchEngine:
             f"simulated|{generator}|{self.prompt_format}|k={self.top_k}|w={self.words_per_doc}|"
             f"per_doc={self.per_document}|prefill={self.prefill}|{self.params}"
         )
+
+    def reseed(self, *, step: int, rank: int = 0) -> None:
+        """Restart the useful/noisy draws from ``(seed, rank, step)``: processes draw apart, and a run resumed at
+        step ``i`` draws what an uninterrupted one would (the search rollout calls it at every step). A ``None``
+        seed keeps the draws unseeded.
+
+        Example:
+            >>> engine = SimulatedSearchEngine(generator=None, noise_prob=0.5, seed=0)
+            >>> engine.reseed(step=3, rank=1); first = engine.draw_modes(8)
+            >>> engine.reseed(step=3, rank=1); first == engine.draw_modes(8)
+            True
+        """
+        if self.seed is not None:
+            with self._lock:
+                self._rng = random.Random(f"{self.seed}|{rank}|{step}")
 
     def draw_modes(self, n: int) -> list[SimulatorMode]:
         """Draw useful/noisy for ``n`` requests, independently, with the current ``noise_prob``."""

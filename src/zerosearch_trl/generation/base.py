@@ -21,6 +21,7 @@ class GenerationParams:
         temperature: 0 means greedy decoding.
         top_p: nucleus sampling mass.
         top_k: keep only the k most likely tokens; ``None`` for no limit.
+        min_p: drop tokens less likely than ``min_p`` times the most likely one; ``None`` for no limit.
         repetition_penalty: 1.0 for none.
         stop: strings that end a generation (kept in the returned text).
         seed: makes sampling repeatable where the backend allows it.
@@ -34,6 +35,7 @@ class GenerationParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int | None = None
+    min_p: float | None = None
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None

@@ -48,7 +48,8 @@ def make_generator(
 
         return VLLMGenerator(str(default_model_path()) if model in (None, "default") else model)
     from zerosearch_trl.generation.transformers import TransformersGenerator
-    from zerosearch_trl.models import inference_device, load_model
+    from zerosearch_trl.models import inference_device, load_model, outside_zero3_init
 
-    loaded, tokenizer = load_model(model, device_map=inference_device())
+    with outside_zero3_init():  # a generator is frozen and whole on its device, whatever the policy trains under
+        loaded, tokenizer = load_model(model, device_map=inference_device())
     return TransformersGenerator(loaded, tokenizer, batch_size=batch_size)

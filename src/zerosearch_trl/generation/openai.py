@@ -143,6 +143,8 @@ class OpenAIGenerator:
         extra: dict = {}
         if params.top_k is not None:
             extra["top_k"] = params.top_k
+        if params.min_p:
+            extra["min_p"] = params.min_p
         if params.repetition_penalty != 1.0:
             extra["repetition_penalty"] = params.repetition_penalty
         try:

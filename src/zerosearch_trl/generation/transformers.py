@@ -87,6 +87,7 @@ class TransformersGenerator:
                 "temperature": params.temperature,
                 "top_p": params.top_p,
                 "top_k": params.top_k or 0,
+                **({"min_p": params.min_p} if params.min_p else {}),
             }
         else:
             sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}

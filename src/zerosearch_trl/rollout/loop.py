@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -56,7 +57,13 @@ from zerosearch_trl.rollout.episode import (
     check_turn_budgets,
     is_well_formed_episode,
 )
-from zerosearch_trl.rollout.policy import generate_with_trainer, policy_backend
+from zerosearch_trl.rollout.metrics import engine_counters, log_search_metrics
+from zerosearch_trl.rollout.policy import (
+    check_generation_flags,
+    colocated_vllm_awake,
+    generate_with_trainer,
+    policy_backend,
+)
 from zerosearch_trl.rollout.registry import GoldRegistry
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,7 @@ class SearchRollout:
         self.max_turn_tokens, self.max_observation_tokens = max_turn_tokens, max_observation_tokens
         self.engine_failures = 0
         self._budget_warned = False
+        self.chat_template_kwargs: dict[str, Any] = {}  # GRPOConfig's, read at each call
         self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
         self.golds = GoldRegistry()
@@ -120,6 +128,8 @@ class SearchRollout:
         tokenizer = trainer.processing_class
         args = trainer.args
         self.check_budget(args.max_completion_length)
+        check_generation_flags(args)
+        self.chat_template_kwargs = getattr(args, "chat_template_kwargs", None) or {}
         episodes = [self.start_episode(prompt, tokenizer) for prompt in prompts]
         self._check_context(episodes, trainer)
         unknown = sum(e.question is None for e in episodes)
@@ -135,27 +145,37 @@ class SearchRollout:
             temperature=args.temperature,
             top_p=args.top_p,
             top_k=args.top_k or None,
+            min_p=getattr(args, "min_p", None),
             repetition_penalty=args.repetition_penalty,
             stop=STOP_STRINGS,
         )
-        counters_before = _engine_counters(self.engine)
+        reseed = getattr(self.engine, "reseed", None)
+        if callable(reseed):  # draws per (step, process): apart across processes, the same after a resume
+            reseed(step=trainer.state.global_step, rank=trainer.accelerator.process_index)
+        counters_before = engine_counters(self.engine)
         backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
         eos_ids = eos_token_ids(trainer.model, tokenizer)
-        self.play(
-            episodes,
-            lambda inputs, turn_params: generate_with_trainer(
-                trainer, tokenizer, inputs, turn_params, backend, eos_ids
-            ),
-            params,
-            tokenizer,
-            args.max_completion_length,
-            eos_ids=eos_ids,
-            # In server mode every process takes part in each turn's gather, even with no live row of its own.
-            collective=backend == "server" and trainer.accelerator.num_processes > 1,
-        )
+        failures_before = self.engine_failures
+        with colocated_vllm_awake(trainer) if backend == "colocate" else nullcontext():
+            self.play(
+                episodes,
+                lambda inputs, turn_params: generate_with_trainer(
+                    trainer, tokenizer, inputs, turn_params, backend, eos_ids
+                ),
+                params,
+                tokenizer,
+                args.max_completion_length,
+                eos_ids=eos_ids,
+                # Every process takes part in every turn, even with no live row of its own: generation gathers
+                # parameters (ZeRO-3, FSDP) or rows (server mode) collectively.
+                collective=trainer.accelerator.num_processes > 1,
+            )
         well_formed = [is_well_formed_episode(e) for e in episodes]
-        self._log_metrics(trainer, episodes, well_formed, counters_before)
+        log_search_metrics(
+            trainer, episodes, well_formed, counters_before, engine_counters(self.engine),
+            self.engine_failures - failures_before,
+        )  # fmt: skip
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
@@ -220,7 +240,7 @@ class SearchRollout:
         if isinstance(prompt, str):
             text = prompt + (self.prefill or "")
         else:
-            text = render_policy_prompt(tokenizer, prompt, self.prefill)
+            text = render_policy_prompt(tokenizer, prompt, self.prefill, self.chat_template_kwargs)
         question, golds = self.golds.lookup(prompt)
         return Episode(
             prompt_ids=tokenizer(text, add_special_tokens=False)["input_ids"], question=question, golden_answers=golds
@@ -330,49 +350,6 @@ class SearchRollout:
             if not self._budget_warned:
                 logger.warning("%s", error)
                 self._budget_warned = True
-
-    def _log_metrics(
-        self, trainer: Any, episodes: list[Episode], well_formed: list[bool], before: dict[str, float]
-    ) -> None:
-        """Per-step search metrics, logged with the trainer's own (so they reach ``report_to``)."""
-        metrics = getattr(trainer, "_metrics", None)
-        if metrics is None:
-            return
-        mode = "train" if trainer.model.training else "eval"
-        n = len(episodes)
-        searches = sum(len(e.search_queries) for e in episodes)
-        values = {
-            "search/searches_per_episode": searches / n,
-            "search/episodes_with_search": sum(bool(e.search_queries) for e in episodes) / n,
-            "search/well_formed_episodes": sum(well_formed) / n,
-            "search/invalid_actions_per_episode": sum(e.invalid_actions for e in episodes) / n,
-            "search/noisy_fraction": sum(e.noisy_searches for e in episodes) / searches if searches else 0.0,
-            "search/observation_tokens_per_episode": sum(e.observation_tokens for e in episodes) / n,
-            "search/observations_cut_per_episode": sum(e.observations_cut for e in episodes) / n,
-            "search/engine_failures": float(self.engine_failures),
-        }
-        after = _engine_counters(self.engine)
-        for name in ("retries", "fallbacks"):
-            if name in after:
-                values[f"search/simulator_{name}"] = after[name] - before.get(name, 0.0)
-        lookups = (after.get("cache_hits", 0.0) - before.get("cache_hits", 0.0)) + (
-            after.get("cache_misses", 0.0) - before.get("cache_misses", 0.0)
-        )
-        if lookups:
-            values["search/cache_hit_rate"] = (after["cache_hits"] - before.get("cache_hits", 0.0)) / lookups
-        for key, value in values.items():
-            metrics[mode][key].append(value)
-
-
-def _engine_counters(engine: Any) -> dict[str, float]:
-    counters: dict[str, float] = {}
-    stats = getattr(engine, "stats", None)
-    if stats is not None and hasattr(stats, "as_dict"):
-        counters.update(stats.as_dict())
-    cache = getattr(engine, "cache", None)
-    if cache is not None:
-        counters.update(cache_hits=cache.hits, cache_misses=cache.misses)
-    return counters
 
 
 def make_search_rollout(

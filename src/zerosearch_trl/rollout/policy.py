@@ -7,8 +7,8 @@ through TRL's client, the main process generating every process's rows in one re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +34,41 @@ def policy_backend(trainer: Any) -> str:
     return mode
 
 
+UNSUPPORTED_GENERATION_FLAGS = {
+    "generation_kwargs": "set the sampling through GRPOConfig's own fields (temperature, top_p, top_k, min_p, "
+    "repetition_penalty)",
+    "cache_implementation": "leave it unset",
+    "vllm_structured_outputs_regex": "constrain the protocol through the prompt; a regex would fight the tags",
+    "use_transformers_continuous_batching": "leave it off: the search rollout batches each turn itself",
+    "use_transformers_paged": "leave it off: the search rollout batches each turn itself",
+}
+"""GRPOConfig flags of TRL's own generation that the search rollout does not honour, and what to do instead."""
+
+
+def check_generation_flags(args: Any) -> None:
+    """Raise a ValueError naming every GRPOConfig generation flag that is set but that the search rollout would
+    ignore (:data:`UNSUPPORTED_GENERATION_FLAGS`); ``zerosearch-trl train`` runs it before any model loads.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_generation_flags(SimpleNamespace(generation_kwargs={"do_sample": False}))
+        Traceback (most recent call last):
+        ...
+        ValueError: The search rollout does not honour generation_kwargs={'do_sample': False}: set the sampling through GRPOConfig's own fields (temperature, top_p, top_k, min_p, repetition_penalty).
+    """
+    problems = [
+        f"{name}={getattr(args, name)!r}: {fix}"
+        for name, fix in UNSUPPORTED_GENERATION_FLAGS.items()
+        if getattr(args, name, None)
+    ]
+    if getattr(args, "ds3_gather_for_generation", True) is False:
+        # Without the gather every forward pass is collective, and processes whose episodes end sooner stop
+        # generating while the others wait for them.
+        problems.append("ds3_gather_for_generation=False: set it True (the default)")
+    if problems:
+        raise ValueError("The search rollout does not honour " + "; ".join(problems) + ".")
+
+
 def generate_with_trainer(
     trainer: Any,
     tokenizer: Any,
@@ -42,28 +77,45 @@ def generate_with_trainer(
     backend: str,
     eos_ids: Iterable[int],
 ) -> list[Generation] | None:
-    """One batched generation for every live row, with the trainer's own ``backend`` (:func:`policy_backend`);
-    ``None`` when no process has a live row (server mode, where every process takes part in each turn)."""
+    """One batched generation for every live row, with the trainer's own ``backend`` (:func:`policy_backend`).
+
+    Under several processes, every process takes part in every turn, with or without live rows of its own, until
+    none has one: ZeRO-3 gathers its parameter shards for generation collectively, FSDP summons full parameters
+    collectively, and the server mode gathers every process's rows. Returns ``None`` when no process has a live
+    row."""
     if backend == "server":
         return _generate_server(trainer, tokenizer, inputs, params, eos_ids)
+    if trainer.accelerator.num_processes > 1 and not _anyone_has_rows(trainer, inputs):
+        return None
     if backend == "colocate":
-        return _generate_colocate(trainer, inputs, params)
+        return VLLMGenerator(trainer.vllm_generation.llm).generate_ids(inputs, params) if inputs else []
     return _generate_hf(trainer, tokenizer, inputs, params)
 
 
-def _generate_colocate(trainer: Any, inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
+def _anyone_has_rows(trainer: Any, inputs: list[list[int]]) -> bool:
+    import torch
+
+    rows = torch.tensor([float(len(inputs))], device=trainer.accelerator.device)
+    return bool(trainer.accelerator.reduce(rows, reduction="sum").item() > 0)
+
+
+@contextmanager
+def colocated_vllm_awake(trainer: Any) -> Iterator[None]:
+    """Keep a colocated vLLM in sleep mode awake for a whole rollout: its weights synced and its KV cache back
+    once, before the first turn, and put to sleep after the last, as TRL does around one generation; waking it
+    per turn would reload the weights and drop the prefix cache at every turn."""
     vllm_generation = trainer.vllm_generation
-    sleeps = getattr(vllm_generation, "enable_sleep_mode", False)
-    if sleeps:  # as TRL does around its own generate: weights back if level-2 sleep discarded them, then KV cache
-        if getattr(vllm_generation, "_llm_weights_sleeping", False):
-            vllm_generation.sync_weights()
-        vllm_generation.llm.wake_up(tags=["kv_cache"])
+    if not getattr(vllm_generation, "enable_sleep_mode", False):
+        yield
+        return
+    if getattr(vllm_generation, "_llm_weights_sleeping", False):
+        vllm_generation.sync_weights()
+    vllm_generation.llm.wake_up(tags=["kv_cache"])
     try:
-        return VLLMGenerator(vllm_generation.llm).generate_ids(inputs, params)
+        yield
     finally:
-        if sleeps:
-            vllm_generation.llm.sleep(level=2)
-            vllm_generation._llm_weights_sleeping = True
+        vllm_generation.llm.sleep(level=2)
+        vllm_generation._llm_weights_sleeping = True
 
 
 def _generate_server(
@@ -104,5 +156,7 @@ def _generate_hf(trainer: Any, tokenizer: Any, inputs: list[list[int]], params: 
         ) as model,
         full_params,
     ):
+        if not inputs:  # this process only takes part in the gather
+            return []
         generator = TransformersGenerator(model, tokenizer, batch_size=len(inputs))
         return generator.generate_ids(inputs, params)

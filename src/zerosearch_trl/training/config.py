@@ -21,7 +21,8 @@ from typing import Any
 from zerosearch_trl.engines.factory import EngineSettings
 from zerosearch_trl.prompts import PromptArguments
 from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS, check_episode_budget
-from zerosearch_trl.training.ppo import SearchPPOConfig
+from zerosearch_trl.rollout.policy import check_generation_flags
+from zerosearch_trl.training.ppo_config import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig
 
 REWARDS = {
@@ -303,11 +304,17 @@ def check_config(
     if script_args.algorithm not in ALGORITHMS:
         raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {script_args.algorithm!r}.")
     if script_args.algorithm == "ppo":
-        from zerosearch_trl.training.ppo import check_ppo_config
+        from zerosearch_trl.training.ppo_config import check_ppo_config
 
         if not hasattr(training_args, "critic_learning_rate"):
             raise ValueError("--algorithm ppo needs a SearchPPOConfig (or SearchTrainingConfig) as training_args.")
         check_ppo_config(training_args, model_args.model_name_or_path or "default")
+        if model_args.dtype in ("bfloat16", "float16"):
+            raise ValueError(
+                f"PPO with --dtype {model_args.dtype}: policy and critic would train {model_args.dtype} weights with "
+                "plain AdamW, where most small updates round away. Use --dtype float32 --bf16 true (fp32 weights, "
+                "bf16 compute)."
+            )
     if engine_args.noise_prob:
         raise ValueError(
             f"--noise_prob {engine_args.noise_prob}: during training the curriculum sets the noise probability; "
@@ -317,6 +324,7 @@ def check_config(
     resolve_rewards(script_args.rewards)
     if script_args.max_turns < 0:
         raise ValueError(f"max_turns must be >= 0, got {script_args.max_turns}.")
+    check_generation_flags(training_args)
     check_episode_budget(
         training_args.max_completion_length,
         script_args.max_turns,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def train(
         'runs/zerosearch/report.md'
     """
     import torch
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     from zerosearch_trl.models import disable_cudnn_attention
     from zerosearch_trl.training.checkpoints import PromptSettingsCallback
@@ -99,12 +101,18 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.model, prompt)
     questions = list(heldout["question"])
-    probes = {"start": probe(policy, questions, args.script.probe_samples)}
+    # Under ZeRO-3 the freshly loaded policy holds only this process's parameter shards: it is probed once the
+    # trainer exists, through the trainer's model with its parameters gathered.
+    zero3 = is_deepspeed_zero3_enabled()
+    n_probe = args.script.probe_samples
+    probes = {"start": None if zero3 else probe(policy, questions, n_probe)}
     warm = run_warm_start(policy, task, questions, args)
-    probes["after_warm_start"] = probe(policy, questions, args.script.probe_samples) if warm else None
+    probes["after_warm_start"] = probe(policy, questions, n_probe) if warm and not zero3 else None
     engine, heldout_engine = build_engines(args.engine, args.model)
     guard = TrainingGuardCallback()
     trainer = build_trainer(policy, train_rows, engine, guard, args)
+    if zero3:
+        probes["after_warm_start" if warm else "start"] = probe(policy, questions, n_probe, trainer)
     add_curriculum(trainer, engine, args.curriculum)
     heldout_eval = None
     if args.script.heldout_eval and len(heldout):
@@ -117,8 +125,7 @@ def train(
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
         prompt.save(output_dir)
-    policy.model = trainer.model
-    probes["end"] = probe(policy, questions, args.script.probe_samples)
+    probes["end"] = probe(policy, questions, n_probe, trainer)
     return finish_run(
         trainer,
         engine,
@@ -229,22 +236,32 @@ def heldout_engines(engine: Any, heldout_engine: Any, task: Any, engine_args: En
     return engines
 
 
-def probe(policy: Policy, questions: Sequence[str], n_samples: int) -> dict[str, float] | None:
-    """The shares of held-out first turns that search, answer or do neither (``None`` when probing is off)."""
+def probe(policy: Policy, questions: Sequence[str], n_samples: int, trainer: Any = None) -> dict[str, float] | None:
+    """The shares of held-out first turns that search, answer or do neither (``None`` when probing is off): of
+    the policy as loaded, or of ``trainer``'s model, as TRL generates with it (ZeRO-3 shards gathered)."""
+    from trl.models import unwrap_model_for_generation
+
     from zerosearch_trl.training.probe import well_formed_search_share
 
     if not n_samples or not questions:
         return None
-    was_training = policy.model.training
-    result = well_formed_search_share(
-        policy.model,
-        policy.tokenizer,
-        questions,
-        n=n_samples,
-        prompt_style=policy.prompt.prompt_style,
-        prefill=policy.prompt.prefill,
-    )
-    policy.model.train(was_training)
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        )
+        if trainer is not None
+        else nullcontext(policy.model)
+    ) as model:
+        was_training = model.training
+        result = well_formed_search_share(
+            model,
+            policy.tokenizer,
+            questions,
+            n=n_samples,
+            prompt_style=policy.prompt.prompt_style,
+            prefill=policy.prompt.prefill,
+        )
+        model.train(was_training)
     return result["shares"]
 
 

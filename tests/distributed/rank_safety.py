@@ -1,0 +1,79 @@
+"""Ranks whose episodes end at different turns (#21), run by ``accelerate launch --num_processes 2`` from
+``tests/test_distributed.py``: ``rank_safety.py OUT``. Each process writes what it saw to ``<out>/rank<N>.json``.
+
+Alpha's episodes end after two turns, Gamma's after three; each process plays one prompt's group. Under ZeRO-3 or
+FSDP every generation turn gathers parameters collectively, so each process must enter the same number of
+generation contexts (counted here at TRL's ``unwrap_model_for_generation``, the seam where the gather happens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import trl.models
+from transformers import AutoModelForCausalLM
+from trl import GRPOConfig, GRPOTrainer
+
+from helpers import make_tiny_model
+from test_rollout import RecordingEngine, qa_dataset, scripted_generate
+from zerosearch_trl.models import default_model_path, load_tokenizer
+from zerosearch_trl.rewards import f1_reward
+from zerosearch_trl.rollout import make_search_rollout
+
+entered = []
+_unwrap = trl.models.unwrap_model_for_generation
+
+
+@contextmanager
+def counting_unwrap(*args, **kwargs):
+    entered.append(1)
+    with _unwrap(*args, **kwargs) as model:
+        yield model
+
+
+def main(out: Path) -> None:
+    trl.models.unwrap_model_for_generation = counting_unwrap
+    tokenizer = load_tokenizer(default_model_path())
+    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
+    make_tiny_model(tokenizer).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.generate = scripted_generate(tokenizer)
+    engine = RecordingEngine(seed=0)
+    config = GRPOConfig(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=2,
+        num_generations=2,  # one prompt's group per process: one process plays Alpha, the other Gamma
+        max_completion_length=400,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[f1_reward],
+        args=config,
+        train_dataset=qa_dataset(["Where is Alpha?", "Where is Gamma?"]),
+        processing_class=tokenizer,
+        rollout_func=make_search_rollout(engine),
+    )
+    trainer.train()
+    result = {
+        "rank": trainer.accelerator.process_index,
+        "generation_contexts": len(entered),
+        "questions": sorted({r.question for batch in engine.batches for r in batch}),
+        "log_history": trainer.state.log_history,
+    }
+    (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

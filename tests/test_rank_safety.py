@@ -1,0 +1,159 @@
+"""Every rank, every parallelism (#21): what a single process can show of it.
+
+The two-process runs (gloo) are in ``test_distributed.py``; here, the pieces: the engine's draws per step and per
+process, per-step metrics, the GRPOConfig flags the rollout honours or refuses, and loading a simulator outside
+DeepSpeed ZeRO-3's init (DeepSpeed does not install here: its config is a stand-in with the one method
+transformers asks it).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import ScriptedGenerator, make_tiny_model
+from test_rollout import RecordingEngine, make_trainer, qa_dataset, scripted_generate
+from zerosearch_trl.engines.bm25 import BM25Engine
+from zerosearch_trl.engines.hybrid import HybridEngine
+from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+from zerosearch_trl.rollout import make_search_rollout
+from zerosearch_trl.rollout.policy import check_generation_flags
+
+
+def simulator(seed=0):
+    return SimulatedSearchEngine(ScriptedGenerator(lambda p: [""] * len(p)), noise_prob=0.5, seed=seed)
+
+
+def test_draws_differ_across_processes_and_repeat_after_a_resume():
+    engine = simulator()
+    modes = {}
+    for rank in (0, 1):
+        engine.reseed(step=7, rank=rank)
+        modes[rank] = engine.draw_modes(64)
+    assert modes[0] != modes[1]  # with one engine_seed for all processes, every process drew the same sequence
+    resumed = simulator()
+    resumed.reseed(step=7, rank=1)  # a fresh process resumed at step 7
+    assert resumed.draw_modes(64) == modes[1]
+    unseeded = SimulatedSearchEngine(ScriptedGenerator(lambda p: [""] * len(p)), noise_prob=0.5, seed=None)
+    unseeded.reseed(step=7, rank=1)
+    assert unseeded.seed is None  # no seed: the draws stay unseeded
+
+
+def test_a_hybrid_reseeds_its_own_draw_and_its_simulator():
+    real = BM25Engine.from_corpus([{"title": "Lyon", "text": "Lyon is in France."}], top_k=5)
+    one, two = HybridEngine(real, simulator(), seed=3), HybridEngine(real, simulator(), seed=3)
+    for engine in (one, two):
+        engine.reseed(step=2, rank=1)
+    assert [one._rng.random() for _ in range(8)] == [two._rng.random() for _ in range(8)]
+    assert one.simulated.draw_modes(16) == two.simulated.draw_modes(16)
+
+
+class ReseedRecorder(RecordingEngine):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.reseeds = []
+
+    def reseed(self, *, step, rank=0):
+        self.reseeds.append((step, rank))
+        super().reseed(step=step, rank=rank)
+
+
+def test_the_rollout_reseeds_the_engine_at_each_step_with_its_process(tokenizer):
+    model = make_tiny_model(tokenizer)
+    model.generate = scripted_generate(tokenizer)
+    dataset = qa_dataset(["Where is Alpha?"])
+    engine = ReseedRecorder(seed=0)
+    rollout = make_search_rollout(engine)
+    trainer = make_trainer(model, tokenizer, dataset, rollout, 400)
+    trainer.state.global_step = 5
+    rollout(list(dataset["prompt"]), trainer)
+    assert engine.reseeds == [(5, 0)]
+
+
+def test_engine_failures_are_logged_per_step_not_as_a_running_total(tokenizer):
+    class Broken:
+        name, top_k = "broken", 5
+
+        def search(self, requests):
+            raise ConnectionError("index server down")
+
+    model = make_tiny_model(tokenizer)
+    model.generate = scripted_generate(tokenizer)
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(Broken())
+    trainer = make_trainer(model, tokenizer, dataset, rollout, 400)
+    model.train()
+    for _ in range(3):
+        rollout(list(dataset["prompt"]), trainer)
+    assert trainer._metrics["train"]["search/engine_failures"] == [1.0, 1.0, 1.0]
+    assert rollout.engine_failures == 3  # the running total stays readable on the rollout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("generation_kwargs", {"do_sample": False}),
+        ("cache_implementation", "static"),
+        ("use_transformers_paged", True),
+        ("ds3_gather_for_generation", False),
+    ],
+)
+def test_generation_flags_the_rollout_would_ignore_are_refused(tokenizer, flag, value):
+    model = make_tiny_model(tokenizer)
+    model.generate = scripted_generate(tokenizer)
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(RecordingEngine())
+    trainer = make_trainer(model, tokenizer, dataset, rollout, 400)
+    setattr(trainer.args, flag, value)
+    with pytest.raises(ValueError, match=f"does not honour {flag}"):
+        rollout(list(dataset["prompt"]), trainer)
+    with pytest.raises(ValueError, match=flag):
+        check_generation_flags(trainer.args)  # what zerosearch-trl train runs before any model loads
+
+
+def test_min_p_and_chat_template_kwargs_are_honoured(tokenizer):
+    model = make_tiny_model(tokenizer)
+    scripted = scripted_generate(tokenizer)
+    seen = {}
+
+    def generate(*args, **kwargs):
+        seen.update(kwargs)
+        return scripted(*args, **kwargs)
+
+    model.generate = generate
+    dataset = qa_dataset(["Where is Beta?"])
+    rollout = make_search_rollout(RecordingEngine())
+    trainer = make_trainer(model, tokenizer, dataset, rollout, 400)
+    trainer.args.min_p = 0.1
+    trainer.args.chat_template_kwargs = {"marker": "KWARG-REACHED"}
+    template = tokenizer.chat_template
+    tokenizer.chat_template = template + "{{ marker }}"  # after the generation prompt, before the prefill
+    try:
+        out = rollout(list(dataset["prompt"]), trainer)
+    finally:
+        tokenizer.chat_template = template
+    assert seen["min_p"] == 0.1
+    assert "KWARG-REACHED" in tokenizer.decode(out["prompt_ids"][0])
+
+
+class StandInZero3Config:
+    """What transformers asks of DeepSpeed's config to decide on ZeRO-3 init (DeepSpeed does not install here)."""
+
+    def is_zero3(self):
+        return True
+
+
+def test_the_simulator_loads_whole_outside_zero3_init(tiny_model_dir):
+    from transformers.integrations import deepspeed as hf_deepspeed
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from zerosearch_trl.generation.factory import make_generator
+
+    config = StandInZero3Config()
+    hf_deepspeed.set_hf_deepspeed_config(config)
+    try:
+        assert is_deepspeed_zero3_enabled()
+        generator = make_generator("transformers", model=str(tiny_model_dir))
+        assert is_deepspeed_zero3_enabled()  # restored for the policy, which ZeRO-3 does shard
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+    assert all(p.numel() > 0 for p in generator.model.parameters())  # whole, not partitioned
