@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,14 +13,8 @@ from helpers import cpu_config
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
-from zerosearch_trl.training.ppo import (
-    SearchPPOConfig,
-    SearchPPOTrainer,
-    check_ppo_config,
-    clipped_value_loss,
-    masked_gae,
-    whiten,
-)
+from zerosearch_trl.training.ppo import SearchPPOTrainer, clipped_value_loss, masked_gae, whiten
+from zerosearch_trl.training.ppo_config import SearchPPOConfig, check_ppo_config
 
 
 def ppo_config(tmp_path, **kwargs):
@@ -218,3 +213,90 @@ def test_a_nan_critic_gradient_skips_the_critic_update(tmp_path, tokenizer, tiny
     trainer.train()
     assert all(torch.equal(before[n], p.detach()) for n, p in critic.named_parameters())
     assert "the critic's gradients hold NaN or inf; its update was skipped" in caplog.text
+
+
+# --- PPO at scale (#21, items 7 to 10) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs", "message"),
+    [
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "PPO under DeepSpeed is not supported"),
+        ({"ACCELERATE_USE_FSDP": "true"}, {}, "PPO under FSDP is not supported"),
+        ({}, {"fsdp": "full_shard"}, "PPO under FSDP is not supported"),
+        ({}, {"fp16": True}, "PPO with fp16"),
+    ],
+)
+def test_what_the_critic_cannot_follow_is_refused_from_configs_alone(tmp_path, monkeypatch, env, kwargs, message):
+    config = SimpleNamespace(**{**vars(ppo_config(tmp_path)), "fsdp": None, "deepspeed": None, "fp16": False, **kwargs})
+    for name, value in env.items():  # what accelerate launch sets (after the config: DeepSpeed is not installed)
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        check_ppo_config(config)
+
+
+def test_half_precision_weights_are_refused_with_the_fix(tmp_path, tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"policy trains torch.bfloat16 weights.*--dtype float32 --bf16 true"):
+        one_question_trainer(tmp_path, tokenizer, model, 16)
+
+
+def test_the_train_job_refuses_bf16_ppo_before_any_model_loads():
+    from trl import ModelConfig
+
+    from zerosearch_trl.training.config import JobArguments, SearchScriptArguments, check_config
+
+    args = JobArguments.with_defaults(
+        script=SearchScriptArguments(algorithm="ppo"), model=ModelConfig(dtype="bfloat16")
+    )
+    with pytest.raises(ValueError, match="--dtype float32 --bf16 true"):
+        check_config(args.script, args.engine, args.curriculum, args.training, args.model)
+
+
+def test_the_value_pass_runs_in_chunks_and_matches_one_pass(tmp_path, tokenizer, tiny_model_dir):
+    trainer = one_question_trainer(tmp_path, tokenizer, str(tiny_model_dir), 16)
+    torch.manual_seed(0)
+    inputs = {
+        "prompt_ids": torch.randint(0, 100, (5, 6)),
+        "prompt_mask": torch.ones(5, 6, dtype=torch.long),
+        "completion_ids": torch.randint(0, 100, (5, 4)),
+        "completion_mask": torch.ones(5, 4, dtype=torch.long),
+    }
+    rows = []
+    handle = trainer.critic.register_forward_hook(lambda module, args, output: rows.append(output.logits.size(0)))
+    with torch.no_grad():
+        chunked = trainer._values(inputs, batch_size=2)
+        whole = trainer._values(inputs)
+    handle.remove()
+    assert rows == [2, 2, 1, 5]  # three chunks, then the one pass
+    torch.testing.assert_close(chunked, whole)
+
+
+def test_whitening_uses_every_process_s_tokens():
+    mine, theirs = torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[3.0, 10.0]])
+    mine_mask, theirs_mask = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+
+    def reduce(local):  # what accelerator.reduce(..., "sum") returns with the other process's sums
+        other = torch.stack([theirs_mask.sum(), (theirs * theirs_mask).sum(), (theirs**2 * theirs_mask).sum()])
+        return local + other.double()
+
+    together = whiten(torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3))
+    torch.testing.assert_close(
+        whiten(mine, mine_mask, reduce=reduce), torch.cat([together[:, :2], torch.zeros(1, 1)], 1)
+    )
+
+
+def test_the_critic_steps_with_the_policy_and_its_optimiser_takes_the_weight_decay(tmp_path, tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.generate = scripted_generate(tokenizer, wrong_answer_rows={1})
+    trainer = one_question_trainer(tmp_path, tokenizer, model, 128)
+    assert all(group["weight_decay"] == trainer.args.weight_decay for group in trainer.critic_optimizer.param_groups)
+    steps = []
+    step = trainer.critic_optimizer.step
+    trainer.critic_optimizer.step = lambda *a, **k: steps.append(trainer.accelerator.sync_gradients) or step(*a, **k)
+    trainer.train()
+    assert steps == [True]  # once, at the end of the accumulation window, as the policy's optimiser

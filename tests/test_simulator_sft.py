@@ -201,4 +201,3 @@ def test_sft_on_pairs_that_cannot_make_a_dataset_ends_with_one_line_naming_the_f
     assert "4 collected pairs, 0 useful and 4 noisy under --labelling outcome" in line
     assert "--labelling contains_answer" in line
     assert not (tmp_path / "out" / "adapter_config.json").exists()
-

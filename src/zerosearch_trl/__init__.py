@@ -98,7 +98,7 @@ _EXPORTS: dict[str, str] = {
     "write_simulator_check": "zerosearch_trl.simulator.check",
     "SearchReinforceConfig": "zerosearch_trl.training.reinforce",
     "SearchReinforceTrainer": "zerosearch_trl.training.reinforce",
-    "SearchPPOConfig": "zerosearch_trl.training.ppo",
+    "SearchPPOConfig": "zerosearch_trl.training.ppo_config",
     "SearchPPOTrainer": "zerosearch_trl.training.ppo",
 }
 
@@ -171,7 +171,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from zerosearch_trl.training.guards import TrainingGuardCallback
     from zerosearch_trl.training.heldout import SearchEvalCallback
     from zerosearch_trl.training.logs import MetricsJsonlCallback
-    from zerosearch_trl.training.ppo import SearchPPOConfig, SearchPPOTrainer
+    from zerosearch_trl.training.ppo import SearchPPOTrainer
+    from zerosearch_trl.training.ppo_config import SearchPPOConfig
     from zerosearch_trl.training.probe import well_formed_search_share
     from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer
     from zerosearch_trl.training.report import write_report

@@ -18,7 +18,8 @@ from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
-from zerosearch_trl.training.ppo import SearchPPOConfig, SearchPPOTrainer
+from zerosearch_trl.training.ppo import SearchPPOTrainer
+from zerosearch_trl.training.ppo_config import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer
 
 TRAINERS = {

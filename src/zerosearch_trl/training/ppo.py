@@ -15,7 +15,7 @@ overrides of documented-by-use hooks (``_generate_and_score_completions``, ``_co
   TRL's k3 KL loss term is switched off for this trainer);
 - GAE over model tokens only: observation tokens (``env_mask = 0``) are skipped, so they carry no advantage, no
   return and no value loss, and the value of the model token after an observation bootstraps the one before it;
-  advantages are whitened over the batch's model tokens;
+  advantages are whitened over the model tokens of every process's batch;
 - a clipped value loss (``cliprange_value``, the paper's 0.5) added to the policy loss; each optimiser only holds
   its own model's parameters, so each loss moves only its own model.
 
@@ -23,7 +23,10 @@ Logged: ``ppo/value_loss``, ``ppo/explained_variance``, ``ppo/kl``, ``ppo/return
 metrics. The critic is saved in every checkpoint (``critic_state.pt``, restored on resume) and next to the final
 model (``critic/``).
 
+Its configuration and the checks that run before any model loads are in :mod:`~zerosearch_trl.training.ppo_config`.
+
 Example:
+    >>> from zerosearch_trl.training.ppo_config import SearchPPOConfig
     >>> config = SearchPPOConfig(output_dir="runs/ppo", use_cpu=True, bf16=False)
     >>> config.critic_learning_rate, config.gamma, config.lam, config.cliprange_value, config.beta
     (1e-05, 1.0, 1.0, 0.5, 0.001)
@@ -32,110 +35,17 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from trl import GRPOConfig
 
 from zerosearch_trl.training.guards import all_finite
+from zerosearch_trl.training.ppo_config import check_ppo_config, check_trainable_precision
 from zerosearch_trl.training.reinforce import EpisodeRewardTrainer
 
 logger = logging.getLogger(__name__)
-
-PPO_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
-"""TRL loss types that are PPO's clipped surrogate (the others change the objective itself)."""
-
-
-@dataclass
-class SearchPPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus PPO's critic and GAE settings; the paper's defaults.
-
-    ``beta`` is the KL coefficient (the paper's 0.001), applied as a penalty in the per-token reward. Group settings
-    of GRPO (``scale_rewards``, ``multi_objective_aggregation``) play no part; ``num_generations`` (>= 2, TRL's
-    rule) only sets how many episodes each prompt gets.
-
-    Args:
-        critic_model_name_or_path: the critic's initial weights (default: the policy's checkpoint, as in the paper).
-        critic_learning_rate: the critic's AdamW learning rate (paper: 1e-5).
-        gamma: GAE discount over model tokens (paper: 1.0).
-        lam: GAE lambda (paper: 1.0).
-        cliprange_value: clip range of the value loss around the values at generation time (paper: 0.5).
-        whiten_advantages: normalise advantages to zero mean and unit variance over the batch's model tokens.
-
-    Example:
-        >>> SearchPPOConfig(output_dir="/tmp/ppo-doc", use_cpu=True, bf16=False, report_to="none").critic_learning_rate
-        1e-05
-    """
-
-    critic_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "PPO: the critic's initial weights (default: the policy's checkpoint)."}
-    )
-    critic_learning_rate: float = field(default=1e-5, metadata={"help": "PPO: the critic's learning rate."})
-    gamma: float = field(default=1.0, metadata={"help": "PPO: GAE discount over model tokens (paper: 1.0)."})
-    lam: float = field(default=1.0, metadata={"help": "PPO: GAE lambda (paper: 1.0)."})
-    cliprange_value: float = field(default=0.5, metadata={"help": "PPO: value loss clip range (paper: 0.5)."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "PPO: whiten advantages over model tokens."})
-    beta: float = field(default=0.001, metadata={"help": "KL coefficient (paper: 0.001); PPO: k1 in the reward."})
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
-            raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}.")
-        if self.cliprange_value <= 0 or self.critic_learning_rate <= 0:
-            raise ValueError(
-                f"cliprange_value and critic_learning_rate must be > 0, got {self.cliprange_value} and "
-                f"{self.critic_learning_rate}."
-            )
-        super().__post_init__()
-
-
-def check_ppo_config(args: Any, policy: str | None = None) -> None:
-    """Raise a ValueError naming a setting that only makes sense for GRPO, or a critic that cannot read the
-    policy's tokens; reads configs only (no weights), so the command line runs it before any model loads.
-
-    Args:
-        args: a :class:`SearchPPOConfig` (or the command line's config that includes its fields).
-        policy: the policy's folder or hub id, to check the critic against (``None``: skip that check).
-
-    Example:
-        >>> check_ppo_config(SearchPPOConfig(output_dir="out", use_cpu=True, bf16=False, loss_type="cispo"))
-        Traceback (most recent call last):
-        ...
-        ValueError: loss_type='cispo' is not PPO's clipped surrogate; use one of dapo, bnpo, grpo, dr_grpo.
-    """
-    if args.multi_objective_aggregation != "sum_then_normalize":
-        raise ValueError(
-            f"multi_objective_aggregation={args.multi_objective_aggregation!r} normalises rewards per GRPO group; "
-            "PPO's advantage comes from the critic and GAE: leave it at 'sum_then_normalize' (the weighted sum)."
-        )
-    if args.loss_type not in PPO_LOSS_TYPES:
-        raise ValueError(
-            f"loss_type={args.loss_type!r} is not PPO's clipped surrogate; use one of {', '.join(PPO_LOSS_TYPES)}."
-        )
-    if args.beta < 0:
-        raise ValueError(f"beta (the KL coefficient) must be >= 0, got {args.beta}.")
-    critic = args.critic_model_name_or_path or policy
-    if critic is None or policy is None:
-        return
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
-
-    from zerosearch_trl.models import resolve_model_path
-
-    critic_config = AutoConfig.from_pretrained(resolve_model_path(critic))
-    if critic_config.model_type not in MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES:
-        raise ValueError(
-            f"The critic {critic!r} is a {critic_config.model_type!r} model, which transformers cannot load with a "
-            "value head (AutoModelForTokenClassification); choose a critic of a supported architecture, e.g. the "
-            "policy's own checkpoint."
-        )
-    policy_vocab = AutoConfig.from_pretrained(resolve_model_path(policy)).vocab_size
-    if critic_config.vocab_size != policy_vocab:
-        raise ValueError(
-            f"The critic {critic!r} has a vocabulary of {critic_config.vocab_size} tokens, the policy {policy!r} "
-            f"{policy_vocab}: the critic reads the policy's token ids, so it must share its tokenizer."
-        )
 
 
 def masked_gae(
@@ -178,16 +88,26 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def whiten(
+    values: torch.Tensor, mask: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """Zero mean, unit variance over the masked positions; the others stay 0.
+
+    Args:
+        values, mask: ``(batch, tokens)``.
+        reduce: sums a tensor across processes (``lambda t: accelerator.reduce(t, "sum")``), so that the mean and
+            variance are those of every process's masked positions; default: this tensor's alone.
 
     Example:
         >>> whiten(torch.tensor([[1.0, 100.0, 3.0]]), torch.tensor([[1.0, 0.0, 1.0]]))
         tensor([[-1.,  0.,  1.]])
     """
-    mean = _masked_mean(values, mask)
-    variance = _masked_mean((values - mean) ** 2, mask)
-    return (values - mean) * torch.rsqrt(variance + 1e-8) * mask
+    sums = torch.stack([mask.sum(), (values * mask).sum(), (values**2 * mask).sum()]).double()
+    count, total, squares = reduce(sums) if reduce is not None else sums
+    count = count.clamp(min=1.0)
+    mean = total / count
+    variance = (squares / count - mean**2).clamp(min=0.0)
+    return ((values - mean) * torch.rsqrt(variance + 1e-8) * mask).to(values.dtype)
 
 
 def clipped_value_loss(
@@ -232,11 +152,15 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
         check_ppo_config(config)
         super().__init__(*args, **kwargs)
         critic = critic if critic is not None else self._load_critic(kwargs)
+        check_trainable_precision(self.model, "policy")
+        check_trainable_precision(critic, "critic")
         if self.args.gradient_checkpointing:
             self._checkpoint_activations(critic)
         self.critic = self.accelerator.prepare(critic)
         trainable = [p for p in self.critic.parameters() if p.requires_grad]
-        self.critic_optimizer = torch.optim.AdamW(trainable, lr=self.args.critic_learning_rate)
+        self.critic_optimizer = torch.optim.AdamW(
+            trainable, lr=self.args.critic_learning_rate, weight_decay=self.args.weight_decay
+        )
 
     def _load_critic(self, kwargs: dict[str, Any]) -> Any:
         from transformers import AutoConfig, AutoModelForTokenClassification
@@ -284,13 +208,18 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
             critic.enable_input_require_grads()  # reentrant checkpoints pass no gradient to frozen embeddings' users
         critic.config.use_cache = False
 
-    def _values(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The critic's value of the state before each completion token, ``(batch, completion tokens)``."""
+    def _values(self, inputs: dict[str, Any], batch_size: int | None = None) -> torch.Tensor:
+        """The critic's value of the state before each completion token, ``(batch, completion tokens)``; computed
+        ``batch_size`` rows at a time when given (TRL's ``per_device_train_batch_size``, as for its log-probs)."""
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        logits = self.critic(input_ids=input_ids, attention_mask=attention_mask).logits
         n = inputs["completion_ids"].size(1)
-        return logits[:, -n - 1 : -1, 0].float()
+        step = batch_size or input_ids.size(0)
+        chunks = [
+            self.critic(input_ids=input_ids[i : i + step], attention_mask=attention_mask[i : i + step]).logits
+            for i in range(0, input_ids.size(0), step)
+        ]
+        return torch.cat(chunks)[:, -n - 1 : -1, 0].float()
 
     @staticmethod
     def _model_token_mask(output: dict[str, Any]) -> torch.Tensor:
@@ -303,15 +232,16 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
         output = super()._generate_and_score_completions(inputs)
         mask = self._model_token_mask(output)
         rewards = self.local_episode_rewards(output["completion_ids"].size(0)).to(mask.device)
+        batch_size = self.args.per_device_train_batch_size  # TRL's chunk for its own passes over the batch
         with torch.no_grad():
-            values = self._values(output) * mask
+            values = self._values(output, batch_size) * mask
             old_logps = output.get("old_per_token_logps")
             if old_logps is None and self.beta != 0.0:
                 # TRL skips these when the ratio is 1 by construction; the KL penalty needs them.
                 input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
                 attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
                 old_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, output["completion_ids"].size(1)
+                    self.model, input_ids, attention_mask, output["completion_ids"].size(1), batch_size=batch_size
                 )
         token_rewards = torch.zeros_like(values)
         kl = torch.zeros_like(values)
@@ -325,8 +255,8 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
         rows = torch.nonzero(has_model_token).squeeze(1)
         token_rewards[rows, last[has_model_token]] += rewards[has_model_token].to(token_rewards.dtype)
         advantages, returns = masked_gae(token_rewards, values, mask, self.args.gamma, self.args.lam)
-        if self.args.whiten_advantages:
-            advantages = whiten(advantages, mask)
+        if self.args.whiten_advantages:  # over every process's model tokens, not this process's alone
+            advantages = whiten(advantages, mask, reduce=lambda t: self.accelerator.reduce(t, "sum"))
         output.update(advantages=advantages, returns=returns, old_values=values)
         self._log_rollout_metrics(values, returns, kl, mask)
         # the completions table has one advantage per episode: its mean over the episode's model tokens
@@ -375,7 +305,9 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         self.critic.train()
         loss = super().training_step(model, inputs, num_items_in_batch)  # backward reaches the critic too
-        if self._step % self.current_gradient_accumulation_steps == 0:  # GRPOTrainer counts micro-steps in _step
+        # The critic steps when the policy's optimiser does: at the end of each accumulation window, which the
+        # trainer marks (the last window of an epoch may be shorter than gradient_accumulation_steps).
+        if self.accelerator.sync_gradients:
             if self.args.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.args.max_grad_norm)
             # As TrainingGuardCallback does for the policy: a NaN or inf gradient must not reach the weights.
