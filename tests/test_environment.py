@@ -120,9 +120,9 @@ def test_engine_failure_returns_a_notice_and_is_counted(engine):
 
 
 def test_same_documents_as_the_tag_protocol_for_the_same_engine_and_seed(tokenizer):
-    """Seed 3 draws noisy, useful, noisy: both modes are compared."""
+    """Seed 7 draws noisy, useful, noisy: both modes are compared."""
     questions = ["Where is Alpha?", "Where is Gamma?"]
-    tag_engine = RecordingEngine(noise_prob=0.5, seed=3, leak_guard="off")
+    tag_engine = RecordingEngine(noise_prob=0.5, seed=7, leak_guard="off")
     policy = make_tiny_model(tokenizer)
     policy.generate = scripted_generate(tokenizer)
     dataset = qa_dataset(questions)
@@ -134,7 +134,7 @@ def test_same_documents_as_the_tag_protocol_for_the_same_engine_and_seed(tokeniz
         for block in re.findall(r"<information>(.*?)</information>", tokenizer.decode(ids), re.DOTALL)
     ]
 
-    tool_engine = RecordingEngine(noise_prob=0.5, seed=3, leak_guard="off")
+    tool_engine = RecordingEngine(noise_prob=0.5, seed=7, leak_guard="off")
     factory = SimulatedSearchEnv(tool_engine)
     alpha, gamma = factory(), factory()
     alpha.reset(question="Where is Alpha?", golden_answers=GOLD["Where is Alpha?"])

@@ -8,6 +8,7 @@ per request, exactly ``top_k`` :class:`Document` objects, or fewer with the reas
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -158,3 +159,15 @@ def engine_kind(engine: object) -> str:
             break
         engine = inner
     return "real"
+
+
+def draw_rng(seed: int | None, *, rank: int, step: int) -> random.Random:
+    """The random draws of an engine (useful or noisy, real or simulated) for one optimisation step on one process:
+    a pure function of ``(seed, rank, step)``, so processes draw apart and a resumed run draws what an uninterrupted
+    one would; unseeded when ``seed`` is ``None``.
+
+    Example:
+        >>> draw_rng(0, rank=1, step=3).random() == draw_rng(0, rank=1, step=3).random()
+        True
+    """
+    return random.Random(None if seed is None else f"{seed}|{rank}|{step}")

@@ -8,12 +8,11 @@ which engine served it, and ``meta["real_failed"]`` marks a fallback.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, draw_rng, search_documents
 
 
 @dataclass
@@ -67,9 +66,9 @@ class HybridEngine:
         ...         self.name, self.top_k = name, 1
         ...     def search(self, requests):
         ...         return [[Document("", f"{self.name} result")] for _ in requests]
-        >>> engine = HybridEngine(Fixed("bm25"), Fixed("simulated"), real_prob=0.5, seed=0)
+        >>> engine = HybridEngine(Fixed("bm25"), Fixed("simulated"), real_prob=0.5, seed=4)
         >>> [docs[0].meta["served_by"] for docs in engine.search([SearchRequest("q")] * 4)]
-        ['simulated', 'simulated', 'bm25', 'bm25']
+        ['bm25', 'bm25', 'simulated', 'simulated']
     """
 
     name = "hybrid"
@@ -93,15 +92,15 @@ class HybridEngine:
         self.real_prob, self.fallback = real_prob, fallback
         self.stats = HybridStats()
         self.seed = seed
-        self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._rng = draw_rng(seed, rank=0, step=0)  # a fresh engine draws as step 0 of process 0 (see reseed)
 
     def reseed(self, *, step: int, rank: int = 0) -> None:
         """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)``
         (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
         if self.seed is not None:
             with self._lock:
-                self._rng = random.Random(f"{self.seed}|{rank}|{step}")
+                self._rng = draw_rng(self.seed, rank=rank, step=step)
         reseed = getattr(self.simulated, "reseed", None)
         if callable(reseed):
             reseed(step=step, rank=rank)

@@ -12,7 +12,6 @@ raises on a bad generation and never loops forever.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, validate_top_k
+from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, draw_rng, validate_top_k
 from zerosearch_trl.engines.cache import SearchCache
 from zerosearch_trl.generation.base import GenerationParams, TextGenerator
 from zerosearch_trl.prompts import (
@@ -214,8 +213,8 @@ class SimulatedSearchEngine:
         self.cache = cache
         self.stats = SimulatorStats()
         self.seed = seed
-        self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._rng = draw_rng(seed, rank=0, step=0)  # a fresh engine draws as step 0 of process 0 (see reseed)
 
     @staticmethod
     def check_settings(
@@ -280,7 +279,7 @@ class SimulatedSearchEngine:
         """
         if self.seed is not None:
             with self._lock:
-                self._rng = random.Random(f"{self.seed}|{rank}|{step}")
+                self._rng = draw_rng(self.seed, rank=rank, step=step)
 
     def draw_modes(self, n: int) -> list[SimulatorMode]:
         """Draw useful/noisy for ``n`` requests, independently, with the current ``noise_prob``."""
