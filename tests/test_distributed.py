@@ -64,6 +64,8 @@ def test_ranks_whose_episodes_end_at_different_turns_take_part_in_every_turn(tmp
     and FSDP gather collectively there), and the search metrics are the mean over both processes' episodes."""
     launch_two_processes(RANK_SAFETY, str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # What ran: DDP. (An FSDP accelerate config on CPU also trains with DDP: accelerate engages FSDP on GPUs only.)
+    assert [r["wrapper"] for r in ranks] == ["DistributedDataParallel"] * 2 and not any(r["fsdp"] for r in ranks)
     assert {q for r in ranks for q in r["questions"]} == {"Where is Alpha?", "Where is Gamma?"}
     assert ranks[0]["generation_contexts"] == ranks[1]["generation_contexts"] == 2 * 3  # 3 turns in each step
     for rank in ranks:

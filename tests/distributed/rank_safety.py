@@ -69,6 +69,8 @@ def main(out: Path) -> None:
     result = {
         "rank": trainer.accelerator.process_index,
         "generation_contexts": len(entered),
+        "fsdp": bool(trainer.is_fsdp_enabled),
+        "wrapper": type(trainer.model_wrapped).__name__,
         "questions": sorted({r.question for batch in engine.batches for r in batch}),
         "log_history": trainer.state.log_history,
     }
