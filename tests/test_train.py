@@ -198,3 +198,20 @@ def test_model_flags_reach_from_pretrained():
     )
     assert kwargs["attn_implementation"] == "sdpa" and kwargs["revision"] == "v1"
     assert kwargs["quantization_config"].load_in_4bit and kwargs["device_map"] is None  # no GPU here: CPU
+
+
+def test_resume_latest_with_no_complete_checkpoint_is_named_before_any_model_loads(tmp_path, tiny_model_dir):
+    (tmp_path / "out" / "checkpoint-3").mkdir(parents=True)  # half-written: no trainer_state.json
+    with pytest.raises(ValueError, match="holds no complete checkpoint"):
+        main(tiny_args(tiny_model_dir, tmp_path / "out", "--resume_from_checkpoint", "latest"))
+
+
+@pytest.mark.slow
+def test_resume_latest_picks_the_newest_complete_checkpoint_and_logs_each_step_once(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    main(tiny_args(tiny_model_dir, out, "--max_steps", "2", "--probe_samples", "0"))
+    (out / "checkpoint-3").mkdir()  # a checkpoint the run was killed while writing
+    main(tiny_args(tiny_model_dir, out, "--max_steps", "3", "--probe_samples", "0", "--resume_from_checkpoint", "true"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]  # step 3 once; steps 1-2 kept, none repeated
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3

@@ -1,12 +1,15 @@
-"""What a checkpoint carries besides TRL's own files: how its policy was prompted.
+"""Checkpoints: what they carry besides TRL's own files, and which one a resume starts from.
 
 A checkpoint folder is a model folder: ``zerosearch-trl eval --model runs/x/checkpoint-200`` must play it with the
 prompt it was trained with, so :class:`PromptSettingsCallback` writes
 :data:`~zerosearch_trl.prompts.PROMPT_SETTINGS_FILE` into every checkpoint as it is saved.
+``--resume_from_checkpoint latest`` (or ``true``) resumes from :func:`latest_checkpoint`, the newest complete one.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +36,48 @@ class PromptSettingsCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
             self.settings.save(folder)
+
+
+RESUME_LATEST = ("latest", "true")
+"""``--resume_from_checkpoint`` values that mean the newest complete checkpoint of ``output_dir``."""
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
+    """The newest complete checkpoint folder of ``output_dir``, or ``None``.
+
+    Complete means its ``trainer_state.json`` exists: the trainer writes it after the weights, the optimiser and
+    the random states, so a checkpoint half-written when the run was killed is never chosen.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step, done in ((1, True), (2, True), (3, False)):  # checkpoint-3: killed while it was written
+        ...     (run / f"checkpoint-{step}").mkdir()
+        ...     _ = done and (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        >>> Path(latest_checkpoint(run)).name
+        'checkpoint-2'
+    """
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    folder = Path(output_dir)
+    steps = [
+        (int(match.group(1)), child)
+        for child in (folder.iterdir() if folder.is_dir() else [])
+        if (match := pattern.match(child.name)) and (child / "trainer_state.json").is_file()
+    ]
+    return str(max(steps)[1]) if steps else None
+
+
+def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike[str]) -> str | None:
+    """What ``trainer.train(resume_from_checkpoint=...)`` gets: a given folder as is; ``latest``/``true`` the newest
+    complete checkpoint of ``output_dir`` (raising when there is none); nothing otherwise."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True or str(value).lower() in RESUME_LATEST:
+        found = latest_checkpoint(output_dir)
+        if found is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint (a checkpoint-N folder "
+                "with trainer_state.json); give a checkpoint folder, or start without resuming."
+            )
+        return found
+    return str(value)

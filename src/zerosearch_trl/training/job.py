@@ -85,12 +85,16 @@ def train(
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     from zerosearch_trl.models import disable_cudnn_attention
-    from zerosearch_trl.training.checkpoints import PromptSettingsCallback
+    from zerosearch_trl.training.checkpoints import PromptSettingsCallback, resolve_resume
     from zerosearch_trl.training.guards import TrainingGuardCallback
     from zerosearch_trl.training.summary import finish_run
 
     args = JobArguments.with_defaults(script_args, engine_args, curriculum_args, training_args, model_args)
     check_config(args.script, args.engine, args.curriculum, args.training, args.model)
+    # "latest"/"true": the newest complete checkpoint, found (or refused) before any model loads.
+    args.training.resume_from_checkpoint = resolve_resume(
+        args.training.resume_from_checkpoint, args.training.output_dir
+    )
     started = time.monotonic()
     if torch.cuda.is_available():
         disable_cudnn_attention()  # NaN gradients from left-padded rows in bf16 (see its docstring)
@@ -149,7 +153,19 @@ def load_policy(model_args: Any, prompt: PromptSettings) -> Policy:
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     load_kwargs = model_load_kwargs(model_args)
     model, tokenizer = load_model(model_args.model_name_or_path, dtype=dtype or "auto", **load_kwargs)
-    return Policy(model, tokenizer, dtype or "auto", load_kwargs, prompt, is_default)
+    return Policy(place(model, load_kwargs), tokenizer, dtype or "auto", load_kwargs, prompt, is_default)
+
+
+def place(model: Any, load_kwargs: dict[str, Any]) -> Any:
+    """``model`` on the device the trainer will train it on (this process's GPU, or the CPU), so that the probes
+    and the warm start before the trainer exists do not run a GPU run's model on the CPU; left where it is when a
+    ``device_map`` placed it (QLoRA) or ZeRO-3 holds its parameters in shards."""
+    from accelerate import PartialState
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if "device_map" in load_kwargs or is_deepspeed_zero3_enabled():
+        return model
+    return model.to(PartialState().device)
 
 
 def load_training_data(script_args: SearchScriptArguments, prompt_style: str) -> tuple[Any, Any, Any]:
@@ -297,6 +313,7 @@ def run_warm_start(policy: Policy, task: Any, heldout_questions: Sequence[str], 
     policy.tokenizer.save_pretrained(warm_dir / "model")
     policy.load_kwargs.pop("revision", None)  # a local folder now
     policy.model, policy.tokenizer = load_model(warm_dir / "model", dtype=policy.dtype, **policy.load_kwargs)
+    policy.model = place(policy.model, policy.load_kwargs)
     return True
 
 
