@@ -16,9 +16,9 @@ from pathlib import Path
 
 import trl.models
 from transformers import AutoModelForCausalLM
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
-from helpers import make_tiny_model
+from helpers import cpu_config, make_tiny_model
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
@@ -43,19 +43,13 @@ def main(out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder)
     model.generate = scripted_generate(tokenizer)
     engine = RecordingEngine(seed=0)
-    config = GRPOConfig(
-        output_dir=str(out / "run"),
+    config = cpu_config(
+        out / "run",
         per_device_train_batch_size=2,
         num_generations=2,  # one prompt's group per process: one process plays Alpha, the other Gamma
         max_completion_length=400,
         max_steps=2,
         learning_rate=1e-3,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        save_strategy="no",
     )
     trainer = GRPOTrainer(
         model=model,

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer
 
-from helpers import make_tiny_model
+from helpers import cpu_config, make_tiny_model
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
@@ -40,19 +40,14 @@ def main(out: Path, algorithm: str) -> None:
     engine = RecordingEngine()
     rollout = make_search_rollout(engine)
     config_class, trainer_class = TRAINERS[algorithm]
-    config = config_class(
-        output_dir=str(out / "run"),
+    config = cpu_config(
+        out / "run",
+        config_class,
         per_device_train_batch_size=4,
         num_generations=4,  # a group spans both processes: the rewards are gathered across them
         max_completion_length=160,
         max_steps=2,
         learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        save_strategy="no",
         beta=0.001,
     )
     trainer = trainer_class(
