@@ -187,3 +187,10 @@ def test_modules_and_functions_stay_small(name):
             f"{key} has a {size}-line body (> {MAX_FUNCTION_LINES}): give its steps names, or explain in "
             "SIZE_EXCEPTIONS"
         )
+
+
+def test_every_package_folder_is_a_regular_package():
+    """``packages.find`` installs only folders with an ``__init__.py``: a wheel would leave the others out."""
+    folders = {p.parent for p in SOURCE.rglob("*.py")}
+    missing = sorted(str(f.relative_to(SOURCE.parent)) for f in folders if not (f / "__init__.py").is_file())
+    assert not missing, f"package folders without __init__.py: {missing}"

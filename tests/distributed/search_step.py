@@ -73,6 +73,10 @@ def main(out: Path, algorithm: str) -> None:
         "log_history": trainer.state.log_history,
     }
     (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+    # Leave without tearing down: gloo's process group, freed with the DDP model at interpreter exit, can deadlock
+    # on the GIL or abort ("terminate called without an active exception"), a torch teardown race, not the run's.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
