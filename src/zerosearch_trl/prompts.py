@@ -172,6 +172,10 @@ class PromptArguments:
         },
     )
 
+    def __post_init__(self) -> None:  # every command that takes these fails here, before any model loads
+        if self.prompt_style not in (None, *POLICY_TEMPLATES):
+            raise ValueError(f"--prompt_style must be 'zero_shot' or 'one_shot', got {self.prompt_style!r}.")
+
 
 SimulatorMode = Literal["useful", "noisy"]
 SimulatorFormat = Literal["prompt_only", "finetuned", "zerosearch"]

@@ -60,8 +60,6 @@ def check_eval_args(args: EvalArguments) -> None:
         raise ValueError(f"--policy_backend must be one of {', '.join(POLICY_BACKENDS)}, got {args.policy_backend!r}.")
     if args.policy_backend == "openai" and not args.policy_base_url:
         raise ValueError("--policy_backend openai needs --policy_base_url, e.g. http://localhost:8000/v1.")
-    if args.prompt_style not in (None, "zero_shot", "one_shot"):
-        raise ValueError(f"--prompt_style must be 'zero_shot' or 'one_shot', got {args.prompt_style!r}.")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     if is_local_path(args.model) and not Path(args.model).expanduser().exists():

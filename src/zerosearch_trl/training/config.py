@@ -331,8 +331,6 @@ def check_config(
         script_args.max_turn_tokens,
         script_args.max_observation_tokens,
     )
-    if script_args.prompt_style not in (None, "zero_shot", "one_shot"):
-        raise ValueError(f"prompt_style must be 'zero_shot' or 'one_shot', got {script_args.prompt_style!r}.")
     if script_args.heldout_questions < 0 or script_args.probe_samples < 0:
         raise ValueError("heldout_questions and probe_samples must be >= 0.")
     if script_args.heldout_eval_steps is not None and script_args.heldout_eval_steps < 1:
