@@ -53,3 +53,20 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     make_tiny_model(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def scripted_policies_turn_by_turn(monkeypatch):
+    """Where a test scripts its policy by replacing ``model.generate`` on the instance, the rollout's continuous
+    path plays that script through :class:`helpers.GenerateAsTurns` (episodes out of step, as under continuous
+    batching); any other model gets the real continuous generator."""
+    from helpers import GenerateAsTurns
+    from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
+    from zerosearch_trl.rollout import loop
+
+    def turns_for(model, tokenizer, **kwargs):
+        if "generate" in vars(model):
+            return GenerateAsTurns(model, tokenizer)
+        return ContinuousTransformersGenerator(model, tokenizer, **kwargs)
+
+    monkeypatch.setattr(loop, "ContinuousTransformersGenerator", turns_for)

@@ -138,3 +138,41 @@ class LoopbackServer:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class GenerateAsTurns:
+    """A turn generator (``zerosearch_trl.rollout.scheduler.TurnGenerator``) over a model's scripted ``generate``.
+
+    Tests script their policy by replacing ``model.generate``; the real continuous generator runs the model's
+    ``forward`` instead, which no script drives. This stand-in generates each request alone through the real
+    ``TransformersGenerator`` (so stop strings and budgets are applied as in the synchronous rollout) and returns
+    finished requests ``per_step`` at a time in a shuffled order, so that episodes advance out of step with each
+    other, as they do under continuous batching. The real generator is tested on the embedded model in
+    ``test_scheduler.py``.
+    """
+
+    def __init__(self, model, tokenizer, *, seed: int = 0, per_step: int = 2) -> None:
+        import random
+
+        from zerosearch_trl.generation.transformers import TransformersGenerator
+
+        self.generator = TransformersGenerator(model, tokenizer, batch_size=1)
+        self.rng, self.per_step = random.Random(seed), per_step
+        self.waiting: list = []
+        self.submitted: list = []  # every (key, input ids) in the order it came
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting
+
+    def submit(self, key, input_ids, params) -> None:
+        self.waiting.append((key, list(input_ids), params))
+        self.submitted.append((key, list(input_ids)))
+
+    def step(self):
+        self.rng.shuffle(self.waiting)
+        now, self.waiting = self.waiting[: self.per_step], self.waiting[self.per_step :]
+        return [(key, self.generator.generate_ids([ids], params)[0]) for key, ids, params in now]
+
+    def release(self, key) -> None:
+        pass

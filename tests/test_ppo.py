@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from helpers import cpu_config
-from test_rollout import RecordingEngine, qa_dataset, scripted_generate
+from test_rollout import RecordingEngine, qa_dataset, row_scripted_rollout, scripted_generate
 from zerosearch_trl.rewards import f1_reward
-from zerosearch_trl.rollout import make_search_rollout
 from zerosearch_trl.training.ppo import SearchPPOTrainer, clipped_value_loss, masked_gae, whiten
 from zerosearch_trl.training.ppo_config import SearchPPOConfig, check_ppo_config
 
@@ -123,7 +122,7 @@ def test_real_ppo_steps_with_the_search_rollout(tmp_path, tokenizer, tiny_model_
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?", "Where is Beta?"]),
         processing_class=tokenizer,
-        rollout_func=make_search_rollout(RecordingEngine()),
+        rollout_func=row_scripted_rollout(RecordingEngine()),
     )
     critic = trainer.critic
     # the critic starts from the policy's checkpoint: same backbone weights
@@ -178,7 +177,7 @@ def one_question_trainer(tmp_path, tokenizer, model, max_completion_length, **kw
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?"]),
         processing_class=tokenizer,
-        rollout_func=make_search_rollout(RecordingEngine()),
+        rollout_func=row_scripted_rollout(RecordingEngine()),
         **kwargs,
     )
 

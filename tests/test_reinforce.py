@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from helpers import cpu_config
-from test_rollout import RecordingEngine, qa_dataset, scripted_generate
+from test_rollout import RecordingEngine, qa_dataset, row_scripted_rollout, scripted_generate
 from zerosearch_trl.rewards import f1_reward
-from zerosearch_trl.rollout import make_search_rollout
 from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer, reinforce_advantages
 
 NAN = math.nan
@@ -69,7 +68,7 @@ def test_real_steps_use_the_episode_reward_as_advantage(tmp_path, tokenizer, tin
         ),  # fmt: skip
         train_dataset=qa_dataset(["Where is Alpha?", "Where is Beta?"]),
         processing_class=tokenizer,
-        rollout_func=make_search_rollout(RecordingEngine()),
+        rollout_func=row_scripted_rollout(RecordingEngine()),
     )
     compute_loss = trainer._compute_loss
 

@@ -115,6 +115,12 @@ class RecordingEngine(SimulatedSearchEngine):
         return super().search(requests, modes)
 
 
+def row_scripted_rollout(engine, **kwargs):
+    """The rollout for a policy scripted with ``wrong_answer_rows``: the script picks wrong answers by row position
+    in one batch, so the synchronous rollout, which generates every live episode's turn in one batch, plays it."""
+    return make_search_rollout(engine, continuous_batching=False, **kwargs)
+
+
 def qa_dataset(questions):
     return datasets.Dataset.from_list(
         [{"prompt": build_policy_prompt(q, "one_shot"), "question": q, "golden_answers": GOLD[q]} for q in questions]
@@ -290,7 +296,7 @@ def test_grpo_trainer_step_with_the_search_rollout(tmp_path, tokenizer):
     model = make_tiny_model(tokenizer)
     # Within each group of 2 generations, the second copy answers wrongly: rewards differ, so GRPO has a signal.
     model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
-    rollout = make_search_rollout(RecordingEngine())
+    rollout = row_scripted_rollout(RecordingEngine())
     seen_prompts = []
 
     def recording_rollout(prompts, trainer):

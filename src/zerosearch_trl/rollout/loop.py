@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
 from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
@@ -59,12 +60,15 @@ from zerosearch_trl.rollout.episode import (
 )
 from zerosearch_trl.rollout.metrics import engine_counters, log_search_metrics
 from zerosearch_trl.rollout.policy import (
+    can_batch_continuously,
     check_generation_flags,
     colocated_vllm_awake,
     generate_with_trainer,
+    hf_generation_model,
     policy_backend,
 )
 from zerosearch_trl.rollout.registry import GoldRegistry
+from zerosearch_trl.rollout.scheduler import EpisodeScheduler, LockstepTurns, SearchQueue, TurnGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class SearchRollout:
         max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
         prefill: str | None = THINK_PREFILL,
         datasets: Iterable[Any] = (),
+        continuous_batching: bool | None = None,
     ) -> None:
         if isinstance(engine, SimulatedSearchEnv):  # the tool environment's engine serves the tag protocol too
             engine = engine.engine
@@ -106,6 +111,7 @@ class SearchRollout:
         check_turn_budgets(max_turn_tokens, max_observation_tokens)
         self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
         self.max_turn_tokens, self.max_observation_tokens = max_turn_tokens, max_observation_tokens
+        self.continuous_batching = continuous_batching
         self.engine_failures = 0
         self._budget_warned = False
         self.chat_template_kwargs: dict[str, Any] = {}  # GRPOConfig's, read at each call
@@ -156,13 +162,27 @@ class SearchRollout:
         backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
         eos_ids = eos_token_ids(trainer.model, tokenizer)
-        failures_before = self.engine_failures
-        with colocated_vllm_awake(trainer) if backend == "colocate" else nullcontext():
-            self.play(
+        with ExitStack() as stack:
+            if backend == "colocate":
+                stack.enter_context(colocated_vllm_awake(trainer))
+            if self.continuous_batching is not False and can_batch_continuously(trainer, backend):
+                model = stack.enter_context(hf_generation_model(trainer))
+                generate: GenerateIds | TurnGenerator = ContinuousTransformersGenerator(model, tokenizer)
+            elif self.continuous_batching:
+                raise ValueError(
+                    "make_search_rollout(continuous_batching=True) needs HF generation in a single process and a "
+                    "model with full-attention caches; this trainer uses "
+                    f"{backend!r} generation in {trainer.accelerator.num_processes} process(es). Leave "
+                    "continuous_batching unset to pick what the trainer allows."
+                )
+            else:
+
+                def generate(inputs: list[list[int]], turn_params: GenerationParams) -> list[Generation] | None:
+                    return generate_with_trainer(trainer, tokenizer, inputs, turn_params, backend, eos_ids)
+
+            searches = self.play(
                 episodes,
-                lambda inputs, turn_params: generate_with_trainer(
-                    trainer, tokenizer, inputs, turn_params, backend, eos_ids
-                ),
+                generate,
                 params,
                 tokenizer,
                 args.max_completion_length,
@@ -172,10 +192,7 @@ class SearchRollout:
                 collective=trainer.accelerator.num_processes > 1,
             )
         well_formed = [is_well_formed_episode(e) for e in episodes]
-        log_search_metrics(
-            trainer, episodes, well_formed, counters_before, engine_counters(self.engine),
-            self.engine_failures - failures_before,
-        )  # fmt: skip
+        log_search_metrics(trainer, episodes, well_formed, counters_before, engine_counters(self.engine), searches)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
@@ -192,48 +209,74 @@ class SearchRollout:
     def play(
         self,
         episodes: list[Episode],
-        generate: GenerateIds,
+        generate: GenerateIds | TurnGenerator,
         params: GenerationParams,
         tokenizer: Any,
         max_length: int,
         *,
         eos_ids: Iterable[int],
         collective: bool = False,
-    ) -> None:
-        """Play ``episodes`` to their end, turn by turn; training and evaluation share this loop.
+    ) -> SearchQueue:
+        """Play ``episodes`` to their end; training and evaluation share this loop (see
+        :mod:`~zerosearch_trl.rollout.scheduler`).
 
         Args:
             episodes: from :meth:`start_episode`; they are extended in place.
-            generate: one batched generation from token ids; ``None`` means that no process has a live row.
+            generate: a :class:`~zerosearch_trl.rollout.scheduler.TurnGenerator` (each episode's turns go as soon
+                as they are ready, searches run while the policy generates), or one batched generation from token
+                ids (every live episode's turn together, then their searches: the synchronous rollout; it returns
+                ``None`` when no process has a live row).
             params: sampling parameters; a turn may use ``max_turn_tokens``, or what its episode has left if less.
             tokenizer: the policy's tokenizer (observations are tokenised with it).
             max_length: completion budget in tokens, observations included (one is kept for the final EOS); see
                 :meth:`check_budget`.
             eos_ids: every token id that ends a generation.
-            collective: keep calling ``generate`` with no live rows (processes that generate together).
+            collective: keep calling ``generate`` with no live rows (processes that generate together); only with
+                a batched ``generate``.
+
+        Returns:
+            The search queue, for its counts (engine calls, requests, fallbacks).
         """
         self._eos_ids = set(eos_ids)
-        for turn in range(self.max_turns + 1):
-            live = [e for e in episodes if not e.done]
-            if not live and not collective:
-                break
-            inputs = [e.prompt_ids + e.completion_ids for e in live]
-            budget = max((self._turn_room(e, max_length) for e in live), default=1)
-            generations = generate(inputs, replace(params, max_new_tokens=max(budget, 1)))
-            if generations is None:  # no live row on any process
-                break
-            searching: list[tuple[Episode, str]] = []
-            for episode, generation in zip(live, generations):
-                query = self._take_turn(episode, generation, turn == self.max_turns, tokenizer, max_length)
-                if query is not None:
-                    searching.append((episode, query))
-            if searching:
-                self._search(searching, tokenizer, max_length)
+        continuous = isinstance(generate, TurnGenerator)
+        turns = generate if continuous else LockstepTurns(generate, params, collective=collective)
+        searches = SearchQueue(self.engine, threaded=continuous)
+
+        def next_turn(index: int) -> tuple[list[int], GenerationParams] | None:
+            episode = episodes[index]
+            if episode.done:
+                return None
+            room = max(self._turn_room(episode, max_length), 1)
+            return episode.prompt_ids + episode.completion_ids, replace(params, max_new_tokens=room)
+
+        def turn_done(index: int, generation: Generation) -> str | None:
+            episode = episodes[index]  # its turns so far say whether this is the answer turn
+            return self._take_turn(episode, generation, episode.turns == self.max_turns, tokenizer, max_length)
+
+        def make_request(index: int, query: str) -> SearchRequest:
+            return SearchRequest(query, episodes[index].question, episodes[index].golden_answers)
+
+        scheduler = EpisodeScheduler(
+            turns,
+            searches,
+            next_turn=next_turn,
+            turn_done=turn_done,
+            search_done=lambda index, query, documents: self._observe_search(
+                episodes[index], query, documents, tokenizer, max_length
+            ),
+            make_request=make_request,
+        )
+        try:
+            scheduler.run(range(len(episodes)))
+        finally:
+            searches.close()
+            self.engine_failures += searches.failures
         eos_id = tokenizer.eos_token_id
         for episode in episodes:
             # A finished episode ends with EOS (added by us, so masked); a truncated one must not.
             if not episode.truncated and not (episode.completion_ids and episode.completion_ids[-1] in self._eos_ids):
                 episode.extend([eos_id], from_model=False)
+        return searches
 
     def start_episode(self, prompt: Any, tokenizer: Any) -> Episode:
         """A new episode for ``prompt`` (chat messages or text), with its registered question and gold answers."""
@@ -301,16 +344,14 @@ class SearchRollout:
     def _turn_room(self, episode: Episode, max_length: int) -> int:
         return min(self.max_turn_tokens, max_length - 1 - len(episode.completion_ids))
 
-    def _search(self, searching: list[tuple[Episode, str]], tokenizer: Any, max_length: int) -> None:
-        """One batched engine call for all rows that searched this turn; each request keeps its own row."""
-        requests = [SearchRequest(query, e.question, e.golden_answers) for e, query in searching]
-        results, failed = search_documents(self.engine, requests)
-        self.engine_failures += failed
-        for (episode, query), documents in zip(searching, results):
-            episode.search_queries.append(query)
-            episode.documents.append(list(documents))
-            episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
-            self._observe(episode, self._observation_ids(episode, documents, tokenizer), max_length)
+    def _observe_search(
+        self, episode: Episode, query: str, documents: list[Document], tokenizer: Any, max_length: int
+    ) -> None:
+        """Record a search's documents and append its ``<information>`` observation."""
+        episode.search_queries.append(query)
+        episode.documents.append(list(documents))
+        episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
+        self._observe(episode, self._observation_ids(episode, documents, tokenizer), max_length)
 
     def _observation_ids(self, episode: Episode, documents: list[Document], tokenizer: Any) -> list[int]:
         """The ``<information>`` block's tokens; a result over ``max_observation_tokens`` loses the end of its
@@ -360,6 +401,7 @@ def make_search_rollout(
     max_observation_tokens: int = DEFAULT_OBSERVATION_TOKENS,
     prefill: str | None = THINK_PREFILL,
     datasets: Iterable[Any] = (),
+    continuous_batching: bool | None = None,
 ) -> SearchRollout:
     """Build the multi-turn search ``rollout_func`` for ``GRPOTrainer``.
 
@@ -379,6 +421,11 @@ def make_search_rollout(
             the prompt ids.
         datasets: datasets whose rows give each prompt's question and gold answers; the trainer's train and eval
             datasets are added automatically.
+        continuous_batching: ``None`` (default): each episode advances on its own through a continuous-batching
+            generator where the trainer allows it (HF generation in one process, a model with full-attention
+            caches), with its searches running while the policy generates; otherwise every live episode's turn is
+            generated together (vLLM, several processes). ``False``: always the latter. ``True``: the former, or
+            an error saying why it cannot be.
 
     Example:
         >>> engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer))  # doctest: +SKIP
@@ -392,4 +439,5 @@ def make_search_rollout(
         max_observation_tokens=max_observation_tokens,
         prefill=prefill,
         datasets=datasets,
+        continuous_batching=continuous_batching,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from zerosearch_trl.rollout.episode import Episode
+from zerosearch_trl.rollout.scheduler import SearchQueue
 
 
 def engine_counters(engine: Any) -> dict[str, float]:
@@ -36,9 +37,10 @@ def log_search_metrics(
     well_formed: list[bool],
     before: dict[str, float],
     after: dict[str, float],
-    engine_failures: int,
+    searches: SearchQueue,
 ) -> None:
-    """Append this step's ``search/*`` metrics to the trainer's own (so they reach ``report_to``).
+    """Append this step's ``search/*`` metrics to the trainer's own (so they reach ``report_to``); ``searches``
+    is the rollout's search queue (its fallbacks, engine calls and requests).
 
     Every process must call it at every step: the sums are reduced across processes.
     """
@@ -57,7 +59,9 @@ def log_search_metrics(
             "noisy_searches": sum(e.noisy_searches for e in episodes),
             "observation_tokens": sum(e.observation_tokens for e in episodes),
             "observations_cut": sum(e.observations_cut for e in episodes),
-            "engine_failures": engine_failures,
+            "engine_failures": searches.failures,
+            "engine_calls": searches.calls,
+            "engine_requests": searches.requests,
             "retries": delta.get("retries", 0.0),
             "fallbacks": delta.get("fallbacks", 0.0),
             "cache_hits": delta.get("cache_hits", 0.0),
@@ -74,6 +78,8 @@ def log_search_metrics(
         "search/observation_tokens_per_episode": sums["observation_tokens"] / n,
         "search/observations_cut_per_episode": sums["observations_cut"] / n,
         "search/engine_failures": sums["engine_failures"],
+        # A simulator is fastest on batches: the scheduler sends what gathered while one batch was at the engine.
+        "search/requests_per_engine_call": sums["engine_requests"] / max(sums["engine_calls"], 1.0),
     }
     if "retries" in after:  # an engine with a simulator
         values["search/simulator_retries"] = sums["retries"]

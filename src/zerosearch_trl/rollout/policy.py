@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.generation.continuous import supports_continuous_batching
 from zerosearch_trl.generation.transformers import TransformersGenerator
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 
@@ -39,8 +40,8 @@ UNSUPPORTED_GENERATION_FLAGS = {
     "repetition_penalty)",
     "cache_implementation": "leave it unset",
     "vllm_structured_outputs_regex": "constrain the protocol through the prompt; a regex would fight the tags",
-    "use_transformers_continuous_batching": "leave it off: the search rollout batches each turn itself",
-    "use_transformers_paged": "leave it off: the search rollout batches each turn itself",
+    "use_transformers_continuous_batching": "leave it off: the search rollout batches continuously by itself",
+    "use_transformers_paged": "leave it off: the search rollout batches continuously by itself",
 }
 """GRPOConfig flags of TRL's own generation that the search rollout does not honour, and what to do instead."""
 
@@ -140,11 +141,12 @@ def _generate_server(
     return payload[0][start : start + len(inputs)]
 
 
-def _generate_hf(trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
+@contextmanager
+def hf_generation_model(trainer: Any) -> Iterator[Any]:
+    """The trainer's model, ready to generate, as TRL's own generation path has it: ZeRO-3 shards gathered, the
+    user's gradient-checkpointing settings kept, and under FSDP the full parameters summoned."""
     from trl.models import unwrap_model_for_generation
 
-    # As TRL's own generation path does: gather ZeRO-3 shards, keep the user's gradient-checkpointing
-    # settings, and under FSDP generate with full parameters.
     dist = getattr(trainer, "_dist", None)
     full_params = dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist else nullcontext()
     with (
@@ -156,6 +158,20 @@ def _generate_hf(trainer: Any, tokenizer: Any, inputs: list[list[int]], params: 
         ) as model,
         full_params,
     ):
+        yield model
+
+
+def can_batch_continuously(trainer: Any, backend: str) -> bool:
+    """Whether the episodes can use :class:`ContinuousTransformersGenerator` on the trainer's model: HF generation
+    in a single process (several processes generate in lockstep, each turn a collective) and a model whose cache
+    it can manage (:func:`supports_continuous_batching`). Otherwise the rollout is synchronous."""
+    if backend != "hf" or trainer.accelerator.num_processes > 1:
+        return False
+    return supports_continuous_batching(trainer.accelerator.unwrap_model(trainer.model_wrapped))
+
+
+def _generate_hf(trainer: Any, tokenizer: Any, inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
+    with hf_generation_model(trainer) as model:
         if not inputs:  # this process only takes part in the gather
             return []
         generator = TransformersGenerator(model, tokenizer, batch_size=len(inputs))
