@@ -176,3 +176,6 @@ class GenerateAsTurns:
 
     def release(self, key) -> None:
         pass
+
+    def reset(self) -> None:
+        self.waiting = []

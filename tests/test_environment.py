@@ -291,3 +291,52 @@ def test_grpo_trainer_step_with_the_environment_factory(tmp_path, tool_tokenizer
     logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
     assert logged["tools/call_frequency"] == 0.5 and logged["tools/failure_frequency"] == 0.0
     assert 0.0 < logged["rewards/f1_reward/mean"] < 1.0
+
+
+def _play_in_this_process(pickled: bytes, question: str) -> tuple[str, int]:
+    """Run in a spawned process: unpickle the factory, play one search, say which process built the engine."""
+    import os
+    import pickle
+
+    factory = pickle.loads(pickled)
+    env = factory()
+    env.reset(prompt=[], question=question, golden_answers=["someone"])
+    return env.search(question), os.getpid()
+
+
+def test_a_factory_built_from_engine_settings_pickles_and_plays_in_a_spawned_process(tmp_path):
+    """TRL's AsyncGRPOTrainer pickles environment_factory into a spawned worker: the engine is built there."""
+    import functools
+    import multiprocessing
+    import os
+    import pickle
+
+    from zerosearch_trl.demo import make_demo_task
+    from zerosearch_trl.engines.factory import EngineSettings, make_engine
+
+    task = make_demo_task(8, seed=0)
+    corpus = task.save(tmp_path) / "corpus.jsonl"
+    factory = SimulatedSearchEnv(
+        engine_factory=functools.partial(make_engine, EngineSettings(engine="bm25", corpus=str(corpus), search_top_k=2))
+    )
+    pickled = pickle.dumps(factory)
+    assert factory._shared._engine is None  # nothing was built to pickle it
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        text, pid = pool.apply(_play_in_this_process, (pickled, task.dataset[0]["question"]))
+    assert pid != os.getpid() and text.startswith("Doc 1 (Title:") and "Doc 2" in text
+    # In this process too, the environments of one factory share the one engine they build.
+    first, second = factory(), factory()
+    assert first.engine is second.engine is factory.engine
+
+
+def test_an_environment_holding_an_engine_instance_says_how_to_cross_processes():
+    import pickle
+
+    engine = SimulatedSearchEngine(ScriptedGenerator(lambda prompts: ["Doc 1 (Title: T) text"] * len(prompts)))
+
+    with pytest.raises(TypeError, match="engine_factory=.*picklable"):
+        pickle.dumps(SimulatedSearchEnv(engine))
+    with pytest.raises(ValueError, match="exactly one of engine="):
+        SimulatedSearchEnv()
+    with pytest.raises(ValueError, match="exactly one of engine="):
+        SimulatedSearchEnv(engine, engine_factory=lambda: engine)

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "SimulatorStats": "zerosearch_trl.engines",
     "StepSchedule": "zerosearch_trl.training.schedules",
     "THINK_PREFILL": "zerosearch_trl.prompts",
+    "ContinuousTransformersGenerator": "zerosearch_trl.generation",
     "TextGenerator": "zerosearch_trl.generation",
     "TransformersGenerator": "zerosearch_trl.generation",
     "VLLMGenerator": "zerosearch_trl.generation",
@@ -144,6 +145,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from zerosearch_trl.environment import SimulatedSearchEnv
     from zerosearch_trl.evaluation import EvaluationResult, evaluate, write_evaluation
     from zerosearch_trl.generation import (
+        ContinuousTransformersGenerator,
         Generation,
         GenerationParams,
         OpenAIGenerator,

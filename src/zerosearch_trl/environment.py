@@ -16,6 +16,8 @@ property. Reward functions receive the episode's instances as the ``environments
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from zerosearch_trl.answers import as_gold_list
@@ -40,8 +42,15 @@ class SimulatedSearchEnv:
     the parser itself for the templates it knows (Qwen2.5/Qwen3, Llama 3.1, ...). Cap the searches per episode
     with ``GRPOConfig(max_tool_calling_iterations=...)`` (the paper's two searches: 2).
 
+    For TRL's ``AsyncGRPOTrainer``, which sends the factory to a spawned worker process, build it from an
+    ``engine_factory`` instead: a picklable callable (a module-level function, or
+    ``functools.partial(make_engine, EngineSettings(...))``) that the worker calls once, on first use, to build its
+    own engine. The trainer's curriculum callback does not reach an engine in another process: there the noise
+    level is the one the factory builds.
+
     Args:
-        engine: any search engine (simulated, real, cached); used as is, never copied.
+        engine: any search engine (simulated, real, cached); used as is, never copied, never pickled.
+        engine_factory: instead of ``engine``, what builds it, in the process where the environment runs.
 
     Attributes:
         engine: the shared engine.
@@ -71,25 +80,43 @@ class SimulatedSearchEnv:
         ...     return [0.1 * min(env.num_searches, 1) for env in environments]
     """
 
-    def __init__(self, engine: SearchEngine) -> None:
-        if engine is None or not callable(getattr(engine, "search", None)):
+    def __init__(
+        self, engine: SearchEngine | None = None, *, engine_factory: Callable[[], SearchEngine] | None = None
+    ) -> None:
+        if (engine is None) == (engine_factory is None):
+            raise ValueError(
+                "SimulatedSearchEnv needs a search engine, as exactly one of engine= (an engine to share in this process) or "
+                "engine_factory= (a picklable callable that builds it where the environment runs, e.g. "
+                "functools.partial(make_engine, EngineSettings(...)) for TRL's AsyncGRPOTrainer)."
+            )
+        if engine is not None and not callable(getattr(engine, "search", None)):
             raise ValueError(
                 f"SimulatedSearchEnv needs a search engine with a batched search() method, got {engine!r}; "
                 "e.g. SimulatedSearchEngine(TransformersGenerator(model, tokenizer))."
             )
-        self.engine = engine
+        if engine_factory is not None and not callable(engine_factory):
+            raise ValueError(f"engine_factory must be callable (it builds the engine), got {engine_factory!r}.")
+        self._shared = _SharedEngine(engine, engine_factory)
         self.question: str | None = None
         self.golden_answers: tuple[str, ...] = ()
         self.search_queries: list[str] = []
         self.noisy_searches = 0
         self.search_failures = 0
 
+    @property
+    def engine(self) -> SearchEngine:
+        """The engine every environment from this factory shares (built on first use from ``engine_factory``)."""
+        return self._shared.get()
+
     def __call__(self) -> SimulatedSearchEnv:
         """A fresh environment on the same engine: this is what makes an instance usable as TRL's factory."""
-        return type(self)(self.engine)
+        fresh = type(self).__new__(type(self))
+        fresh.__dict__.update(self.__dict__)
+        fresh.reset()
+        return fresh
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(engine={getattr(self.engine, 'name', type(self.engine).__name__)!r})"
+        return f"{type(self).__name__}(engine={self._shared.describe()!r})"
 
     @property
     def noise_prob(self) -> float:
@@ -147,3 +174,38 @@ class SimulatedSearchEnv:
         self.search_failures += failed
         self.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
         return render_documents(documents)
+
+
+class _SharedEngine:
+    """The engine that a factory's environments share. Pickled (TRL's AsyncGRPOTrainer sends the factory to a
+    spawned worker), it carries its ``engine_factory`` and never a built engine: the engine is built once per
+    process, on first use, so a model, an index or a connection never crosses processes."""
+
+    def __init__(self, engine: SearchEngine | None, factory: Callable[[], SearchEngine] | None) -> None:
+        self._engine, self._factory = engine, factory
+        self._lock = threading.Lock()
+
+    def get(self) -> SearchEngine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._factory()
+        return self._engine
+
+    def describe(self) -> str:
+        if self._engine is not None:
+            return getattr(self._engine, "name", type(self._engine).__name__)
+        return f"built by {getattr(self._factory, '__name__', type(self._factory).__name__)}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._factory is None:
+            raise TypeError(
+                "This SimulatedSearchEnv holds an engine instance, which cannot be sent to another process (a "
+                "model, an index, a connection). Build it with SimulatedSearchEnv(engine_factory=...) and a "
+                "picklable callable, e.g. functools.partial(make_engine, EngineSettings(...)), so that each process "
+                "builds its own engine."
+            )
+        return {"factory": self._factory}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(None, state["factory"])

@@ -32,7 +32,7 @@ from typing import Any
 from zerosearch_trl.answers import cover_exact_match, exact_match, f1_score
 from zerosearch_trl.engines.base import SearchEngine, engine_kind
 from zerosearch_trl.evaluation.result import EvaluationResult, summarize
-from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.generation.base import GenerationParams
 from zerosearch_trl.models import resolve_prompt_settings
 from zerosearch_trl.prompts import THINK_PREFILL, PromptStyle
 from zerosearch_trl.protocol import STOP_STRINGS
@@ -123,7 +123,7 @@ def evaluate(
     if prompt_style is None:
         prompt_style = resolve_prompt_settings(model, None, prefill or "").prompt_style
     tables = load_eval_datasets(datasets, prompt_style=prompt_style, limit=limit)
-    generate, tokenizer, eos_ids = _policy(model, tokenizer, batch_size)
+    generate, tokenizer, eos_ids, in_memory = _policy(model, tokenizer, batch_size)
     params = GenerationParams(
         max_new_tokens=max_completion_length,
         temperature=temperature,
@@ -148,7 +148,7 @@ def evaluate(
                     datasets=[table],
                 )
                 rollout.check_budget(max_completion_length)
-                player = _Player(rollout, generate, params, tokenizer, max_completion_length, eos_ids)
+                player = _Player(rollout, generate, params, tokenizer, max_completion_length, eos_ids, in_memory)
                 started = time.monotonic()
                 rows: list[dict[str, Any]] = []
                 for start in range(0, len(table), batch_size):
@@ -234,6 +234,7 @@ class _Player:
     tokenizer: Any
     max_length: int
     eos_ids: set[int]
+    in_memory: Any = None  # the caller's model: in eval mode while it plays (no dropout), its own mode back after
 
     def play_batch(self, batch: Any) -> list[dict[str, Any]]:
         """Play one batch; if it fails, replay its rows one by one so that a bad row costs only itself."""
@@ -251,7 +252,16 @@ class _Player:
         from zerosearch_trl.rollout import is_well_formed_episode
 
         episodes = [self.rollout.start_episode(row["prompt"], self.tokenizer) for row in rows]
-        self.rollout.play(episodes, self.generate, self.params, self.tokenizer, self.max_length, eos_ids=self.eos_ids)
+        was_training = getattr(self.in_memory, "training", False)
+        if was_training:
+            self.in_memory.eval()
+        try:
+            self.rollout.play(
+                episodes, self.generate, self.params, self.tokenizer, self.max_length, eos_ids=self.eos_ids
+            )
+        finally:
+            if was_training:
+                self.in_memory.train()
         scored = []
         for row, episode in zip(rows, episodes):
             text = self.tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
@@ -310,39 +320,41 @@ def _doc_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {key: meta[key] for key in ("label", "contains_answer", "id", "score") if meta.get(key) is not None}
 
 
-def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[int]]:
-    """``(generate_ids, tokenizer, eos ids)`` for the policy, whatever form it was given in."""
-    from zerosearch_trl.generation.transformers import TransformersGenerator, eos_token_ids
+def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[int], Any]:
+    """``(generate, tokenizer, eos ids, model to put in eval mode while playing)`` for the policy, whatever form it
+    was given in. An in-process model plays on :func:`_in_process` (continuous batching where it can)."""
+    from zerosearch_trl.generation.transformers import eos_token_ids
 
     if model is None or isinstance(model, (str, os.PathLike)):
         from zerosearch_trl.models import inference_device, load_model
 
         loaded, loaded_tokenizer = load_model(model, device_map=inference_device())
         loaded.eval()
-        generator = TransformersGenerator(loaded, tokenizer or loaded_tokenizer, batch_size=batch_size)
-        return generator.generate_ids, generator.tokenizer, eos_token_ids(loaded, generator.tokenizer)
+        tokenizer = tokenizer or loaded_tokenizer
+        return _in_process(loaded, tokenizer, batch_size), tokenizer, eos_token_ids(loaded, tokenizer), None
     if tokenizer is None:
         raise ValueError("evaluate needs tokenizer= with a loaded model or a generator (the policy's tokenizer).")
     if hasattr(model, "generate_ids"):
         inner = getattr(model, "model", None)
         eos = eos_token_ids(inner, tokenizer) if hasattr(inner, "generation_config") else {tokenizer.eos_token_id}
-        return model.generate_ids, tokenizer, eos
+        return model.generate_ids, tokenizer, eos, None
     if hasattr(model, "generate") and hasattr(model, "generation_config"):
-        generator = TransformersGenerator(model, tokenizer, batch_size=batch_size)
-
-        def generate(inputs: list[list[int]], params: GenerationParams) -> list[Generation]:
-            was_training = model.training  # no dropout while evaluating, and the caller's mode back after
-            model.eval()
-            try:
-                return generator.generate_ids(inputs, params)
-            finally:
-                model.train(was_training)
-
-        return generate, tokenizer, eos_token_ids(model, tokenizer)
+        return _in_process(model, tokenizer, batch_size), tokenizer, eos_token_ids(model, tokenizer), model
     raise TypeError(
         f"evaluate cannot generate with a {type(model).__name__}: give a model folder or hub id, a transformers "
         "model, or a generator with generate_ids (VLLMGenerator, OpenAIGenerator with a tokenizer)."
     )
+
+
+def _in_process(model: Any, tokenizer: Any, batch_size: int) -> Any:
+    """The continuous-batching generator (``batch_size`` rows at most), or batched ``generate`` for a model whose
+    cache it cannot manage."""
+    from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator, supports_continuous_batching
+    from zerosearch_trl.generation.transformers import TransformersGenerator
+
+    if supports_continuous_batching(model):
+        return ContinuousTransformersGenerator(model, tokenizer, max_batch=batch_size)
+    return TransformersGenerator(model, tokenizer, batch_size=batch_size).generate_ids
 
 
 def is_local_path(model: Any) -> bool:

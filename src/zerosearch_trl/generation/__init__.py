@@ -5,11 +5,13 @@ their dependency only when constructed.
 """
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, TextGenerator
+from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
 from zerosearch_trl.generation.openai import OpenAIGenerator, ServerUnreachableError
 from zerosearch_trl.generation.transformers import TransformersGenerator
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 
 __all__ = [
+    "ContinuousTransformersGenerator",
     "Generation",
     "GenerationParams",
     "OpenAIGenerator",

@@ -31,8 +31,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, truncate_at_stop
-from zerosearch_trl.generation.transformers import eos_token_ids
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, truncate_at_stop
+from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
 
 
 @dataclass
@@ -91,6 +91,7 @@ class ContinuousTransformersGenerator:
         self._kept: dict[Hashable, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._lock = threading.RLock()
         self._generator: torch.Generator | None = None
+        self._seed: int | None = None
         self.stats = {"decode_steps": 0, "row_steps": 0, "prefill_tokens": 0, "reused_tokens": 0}
 
     @property
@@ -104,17 +105,20 @@ class ContinuousTransformersGenerator:
             raise ValueError(f"Request {key!r} has no input ids: a generation needs at least one token to follow.")
         if any(row.key == key for row in (*self._waiting, *self._rows)):
             raise ValueError(f"Request {key!r} is already running: a key is one request at a time.")
-        if params.seed is not None:
+        if params.seed is not None and params.seed != self._seed:  # one stream per seed, not one per request
             self._generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+            self._seed = params.seed
         self._waiting.append(_Row(key, list(input_ids), params))
 
     def release(self, key: Hashable) -> None:
         """Forget the cache kept for ``key`` (its episode is over)."""
         self._kept.pop(key, None)
 
-    def release_all(self) -> None:
-        """Forget every kept cache."""
-        self._kept.clear()
+    def reset(self) -> None:
+        """Drop every request, waiting or running, and every kept cache (after a caller's failure, say)."""
+        with self._lock:
+            self._waiting, self._rows, self._cache, self._mask = [], [], None, None
+            self._kept.clear()
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, Generation]]:
@@ -127,6 +131,12 @@ class ContinuousTransformersGenerator:
                     break
                 finished = self._decode()
             return [(row.key, self._result(row)) for row in finished]
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """Generate one continuation per text prompt or chat (the :class:`TextGenerator` interface): a simulator
+        can run on this generator."""
+        with self._lock:
+            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params)
 
     def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
         """Generate one continuation per input, all at once (the :class:`TransformersGenerator` interface)."""
@@ -151,6 +161,7 @@ class ContinuousTransformersGenerator:
         for row in admitted:
             layers, logits = self._prefill(row)
             self._append(row, self._sample(logits, [row])[0])
+            self.stats["row_steps"] += 1  # the first token comes from the prefill, as in ``generate``
             if row.finish is not None:
                 self._keep(row, layers)
                 finished.append(row)

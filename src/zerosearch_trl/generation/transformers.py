@@ -44,17 +44,12 @@ class TransformersGenerator:
 
     def render(self, prompt: Prompt) -> str:
         """The exact text fed to the model for ``prompt``."""
-        if isinstance(prompt, str):
-            return prompt
-        if is_prefilled(prompt):
-            return self.tokenizer.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
         """Generate one continuation per prompt (see :class:`GenerationParams`)."""
         with self._lock:
-            encoded = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
-            return self.generate_ids(encoded, params)
+            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params)
 
     @torch.no_grad()
     def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
@@ -127,6 +122,21 @@ class TransformersGenerator:
             else:
                 low = middle + 1
         return ids[:high]
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
+    """The exact text fed to a model for ``prompt``: a raw string as is, chat messages through the chat template
+    (continuing a final assistant message: a prefill)."""
+    if isinstance(prompt, str):
+        return prompt
+    if is_prefilled(prompt):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """The token ids of each rendered prompt (:func:`render_prompt`), without added special tokens."""
+    return [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -269,6 +269,7 @@ class SearchRollout:
         try:
             scheduler.run(range(len(episodes)))
         finally:
+            turns.reset()  # nothing of these episodes stays in a generator that plays more of them later
             searches.close()
             self.engine_failures += searches.failures
         eos_id = tokenizer.eos_token_id

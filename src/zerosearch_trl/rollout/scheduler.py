@@ -44,6 +44,9 @@ class TurnGenerator(Protocol):
     def release(self, key: Hashable) -> None:
         """Forget what was kept for ``key`` (its episode is over)."""
 
+    def reset(self) -> None:
+        """Drop every request and everything kept (the caller is done with them, or failed)."""
+
 
 class LockstepTurns:
     """A batched ``generate`` as a :class:`TurnGenerator`: each :meth:`step` generates every waiting request in one
@@ -75,6 +78,9 @@ class LockstepTurns:
     def release(self, key: Hashable) -> None:
         """Nothing is kept between turns."""
 
+    def reset(self) -> None:
+        self._waiting = []
+
 
 SearchDone = tuple[Hashable, str, list[Document]]
 """A finished search: the episode's key, its query and the documents."""
@@ -88,7 +94,8 @@ class SearchQueue:
     caller's thread (the synchronous rollout).
 
     Attributes:
-        failures: searches answered by the engine's fallback (see :func:`search_documents`).
+        failures: searches answered by the failure notice of :func:`search_documents` (the engine raised, or
+            answered with the wrong number of results), however they were batched.
         calls / requests: engine calls made and requests sent, for the mean batch size.
     """
 
@@ -134,7 +141,8 @@ class SearchQueue:
 
     def _run(self, batch: list[tuple[Hashable, SearchRequest]]) -> tuple[list[SearchDone], int]:
         results, failed = search_documents(self.engine, [request for _, request in batch])
-        return [(key, request.query, list(docs)) for (key, request), docs in zip(batch, results)], failed
+        done = [(key, request.query, list(docs)) for (key, request), docs in zip(batch, results)]
+        return done, len(batch) if failed else 0
 
     def _collect(self, *, block: bool) -> list[SearchDone]:
         if self._in_flight is None or not (block or self._in_flight.done()):
