@@ -249,8 +249,12 @@ def run_rollout(
         meter.seconds = wall
     result = figures(wall, tokens, meter, engine)
     if continuous:
-        result["prefill_tokens"] = spy.made[0].stats["prefill_tokens"]
-        result["prefill_tokens_reused_from_kept_cache"] = spy.made[0].stats["reused_tokens"]
+        stats = spy.made[0].stats
+        result["prefill_tokens"] = stats["prefill_tokens"]
+        result["prefill_tokens_reused_from_kept_cache"] = stats["reused_tokens"]
+        result["prefill_seconds"] = round(stats["prefill_seconds"], 2)
+        result["decode_seconds"] = round(stats["decode_seconds"], 2)
+        result["critical_path_tokens"] = max(tokens)  # the longest episode's model tokens: decode steps it needs
     result["invalid_actions"] = sum(out["invalid_actions"])
     result["turns_per_episode"] = round(sum(map(len, out["policy_turns"])) / len(prompts), 2)
     result["engine_calls"] = engine.calls
@@ -284,7 +288,13 @@ def run_single_generate(model: Any, tokenizer: Any, chats: list, new_tokens: int
         )
     wall = time.perf_counter() - start
     tokens = [output.shape[1] - width] * len(prompts)
-    return figures(wall, tokens, meter)
+    result = figures(wall, tokens, meter)
+    start = time.perf_counter()  # the prefill alone (and one token), to split the wall time as (a) does
+    with torch.no_grad():
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, pad_token_id=pad)
+    result["prefill_seconds"] = round(time.perf_counter() - start, 2)
+    result["decode_seconds"] = round(wall - result["prefill_seconds"], 2)
+    return result
 
 
 def run_tool_loop(
@@ -396,6 +406,7 @@ def main() -> None:
     parser.add_argument("--simulator", action="store_true", help="also run against the embedded model as simulator")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--fresh", action="store_true", help="ignore the points already in the JSON")
+    parser.add_argument("--redo", default="", help="grid points to measure again, comma-separated")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -403,6 +414,8 @@ def main() -> None:
     previous = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
     settings = {"turn_tokens": args.turn_tokens, "obs_tokens": args.obs_tokens, "temperature": 1.0}
     points = previous.get("grid", {}) if previous.get("settings") == settings else {}
+    for name in filter(None, args.redo.split(",")):
+        points.pop(name, None)
     model, tokenizer = load_default_model()
     model.eval()
     meter = GenerateMeter(model)

@@ -74,3 +74,15 @@ def test_ranks_whose_episodes_end_at_different_turns_take_part_in_every_turn(tmp
         # Alpha searches once, Gamma twice (its third search, in the answer turn, is not run): (1 + 1 + 2 + 2) / 4
         assert all(e["search/searches_per_episode"] == 1.5 for e in steps)
         assert all(e["search/well_formed_episodes"] == 0.5 for e in steps)  # Alpha answers, Gamma does not
+
+
+@pytest.mark.slow
+def test_each_ddp_process_generates_continuously_on_its_own(tmp_path, default_model_dir):
+    """Under DDP every process holds every parameter: its episodes go through its own continuous-batching
+    generator, with no collective per turn, and the step that follows keeps the processes in sync."""
+    launch_two_processes(Path(__file__).parent / "distributed" / "continuous_step.py", str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["wrapper"] for r in ranks] == ["DistributedDataParallel"] * 2
+    assert all(len(r["decode_steps"]) == 1 and r["decode_steps"][0] > 0 and r["reused_tokens"][0] > 0 for r in ranks)
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=0, abs=1e-9)
+    assert [e for e in ranks[0]["log_history"] if "search/searches_per_episode" in e]

@@ -89,6 +89,18 @@ def test_tool_skip_stops_after_patience_steps_without_a_search(caplog):
     assert "tool-skip" in caplog.text and "noise p" in caplog.text
 
 
+def test_tool_skip_fires_on_a_falling_share_of_searching_episodes_before_it_reaches_zero(caplog):
+    guard = TrainingGuardCallback(**{**ALL_OFF, "tool_skip": "warn"}, patience=3, tool_skip_drop=0.3)
+    shares = [0.9, 0.9, 0.9, 0.9, 0.9, 0.8, 0.6, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9]
+    with caplog.at_level(logging.WARNING, logger="zerosearch_trl.training.guards"):
+        drive(guard, [{"search/episodes_with_search": s} for s in shares])
+    # Rolling means of 3: 0.9 (best) ... 0.633 (a fall of 0.267: not yet) then 0.533 at step 9 (0.367: fires).
+    assert [(e.guard, e.step) for e in guard.events] == [("tool_skip", 9)]
+    assert "averaged 0.533" in caplog.text and "best of 0.9" in caplog.text
+    with pytest.raises(ValueError, match="tool_skip_drop must be in"):
+        TrainingGuardCallback(tool_skip_drop=0)
+
+
 def test_all_truncated_warns_when_every_completion_is_clipped():
     guard = guard_with(all_truncated="warn", patience=2)
     ratios = [1.0, 0.75, 1.0, 1.0, 1.0]

@@ -57,7 +57,9 @@ def main(out: Path) -> None:
         args=config,
         train_dataset=qa_dataset(["Where is Alpha?", "Where is Gamma?"]),
         processing_class=tokenizer,
-        rollout_func=make_search_rollout(engine),
+        # The lockstep path, which ZeRO-3 and FSDP take (under DDP the rollout would generate continuously, each
+        # process on its own): what is checked here is that every process enters every turn's generation.
+        rollout_func=make_search_rollout(engine, continuous_batching=False),
     )
     trainer.train()
     result = {

@@ -14,10 +14,9 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer
 
 from helpers import cpu_config, make_tiny_model
-from test_rollout import RecordingEngine, qa_dataset, scripted_generate
+from test_rollout import RecordingEngine, qa_dataset, row_scripted_rollout, scripted_generate
 from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
-from zerosearch_trl.rollout import make_search_rollout
 from zerosearch_trl.training.ppo import SearchPPOTrainer
 from zerosearch_trl.training.ppo_config import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig, SearchReinforceTrainer
@@ -38,7 +37,7 @@ def main(out: Path, algorithm: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder)
     model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
     engine = RecordingEngine()
-    rollout = make_search_rollout(engine)
+    rollout = row_scripted_rollout(engine)
     config_class, trainer_class = TRAINERS[algorithm]
     config = cpu_config(
         out / "run",

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from zerosearch_trl.commands.parsing import command_parser
+from zerosearch_trl.engines.access import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUERIES,
+    DEFAULT_MAX_QUERY_CHARS,
+    SERVE_API_KEY_ENV,
+    is_loopback,
+)
 from zerosearch_trl.engines.base import SearchEngine
 from zerosearch_trl.engines.factory import EngineSettings, check_engine_settings
 from zerosearch_trl.engines.factory import make_engine as build_engine
@@ -37,6 +45,18 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on (0.0.0.0 for all)."})
     port: int = field(default=8000, metadata={"help": "Port (Search-R1's retrieval server uses 8000)."})
     max_concurrency: int = field(default=8, metadata={"help": "Engine calls running at once; others wait."})
+    max_queries: int = field(default=DEFAULT_MAX_QUERIES, metadata={"help": "Queries per request (413 beyond)."})
+    max_query_chars: int = field(
+        default=DEFAULT_MAX_QUERY_CHARS, metadata={"help": "Characters per query (413 beyond)."}
+    )
+    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "Body size (413 beyond)."})
+    allow_unauthenticated: bool = field(
+        default=False,
+        metadata={
+            "help": f"Bind a non-loopback --host without an API key (${SERVE_API_KEY_ENV}): anyone who reaches the "
+            "port can use the engine. A warning says so."
+        },
+    )
     model: str = field(default="default", metadata={"help": "Simulator model for the transformers backend."})
     base_url: str | None = field(default=None, metadata={"help": "Simulator's OpenAI-compatible server URL."})
     backend: str | None = field(
@@ -79,8 +99,15 @@ def check_config(config: ServeConfig) -> None:
     """Raise a ValueError naming the first bad setting, before any index builds or model loads."""
     if config.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {config.engine!r}.")
-    if config.max_concurrency < 1:
-        raise ValueError(f"--max_concurrency must be >= 1, got {config.max_concurrency}.")
+    for name in ("max_concurrency", "max_queries", "max_query_chars", "max_body_bytes"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(config, name)}.")
+    if not is_loopback(config.host) and not os.environ.get(SERVE_API_KEY_ENV) and not config.allow_unauthenticated:
+        raise ValueError(
+            f"--host {config.host} is reachable from other machines: set an API key in ${SERVE_API_KEY_ENV} "
+            "(clients send it as a bearer token; RemoteSearchEngine reads the same variable), or pass "
+            "--allow_unauthenticated to serve anyone who reaches the port."
+        )
     check_engine_settings(engine_settings(config))
 
 
@@ -96,8 +123,15 @@ def main(argv: Sequence[str]) -> int:
     from zerosearch_trl.engines.server import serve  # FastAPI and uvicorn: the optional `serve` extra
 
     engine = make_engine(config)
-    logger.info("Serving %s on http://%s:%d/retrieve", engine.name, config.host, config.port)
+    api_key = os.environ.get(SERVE_API_KEY_ENV) or None  # from the environment only: never a flag, never logged
+    if api_key is None and not is_loopback(config.host):
+        logger.warning("Serving %s WITHOUT an API key on %s: anyone who reaches the port can use it.", engine.name,
+                       config.host)  # fmt: skip
+    logger.info("Serving %s on http://%s:%d/retrieve%s", engine.name, config.host, config.port,
+                " (API key required)" if api_key else "")  # fmt: skip
     serve(
-        engine, host=config.host, port=config.port, max_concurrency=config.max_concurrency, log_level=config.log_level
-    )
+        engine, host=config.host, port=config.port, log_level=config.log_level, api_key=api_key,
+        max_concurrency=config.max_concurrency, max_queries=config.max_queries,
+        max_query_chars=config.max_query_chars, max_body_bytes=config.max_body_bytes,
+    )  # fmt: skip
     return 0

@@ -94,7 +94,11 @@ class EngineSettings:
         },
     )
     search_url: str | None = field(
-        default=None, metadata={"help": "remote: the /retrieve URL of a Search-R1-style retrieval server."}
+        default=None,
+        metadata={
+            "help": "remote: the /retrieve URL of a Search-R1-style retrieval server; web: the search API's endpoint "
+            "instead of the provider's (a proxy)."
+        },
     )
     web_provider: str = field(default="serper", metadata={"help": "web: the search API (key from its env variable)."})
     engine_seed: int = field(default=0, metadata={"help": "Seeds the simulator's and the hybrid's draws."})
@@ -232,7 +236,7 @@ def _real(settings: EngineSettings, kind: str) -> SearchEngine:
     if kind == "web":
         from zerosearch_trl.engines.web import WebSearchEngine
 
-        return WebSearchEngine(settings.web_provider, top_k=settings.search_top_k)
+        return WebSearchEngine(settings.web_provider, top_k=settings.search_top_k, base_url=settings.search_url)
     if kind == "dense":
         from zerosearch_trl.engines.dense import DenseEngine as Engine
 

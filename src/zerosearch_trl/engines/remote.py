@@ -15,10 +15,12 @@ for the episode, so a server going down never crashes a training run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from zerosearch_trl.engines.access import SERVE_API_KEY_ENV
 from zerosearch_trl.engines.base import Document, SearchRequest, validate_top_k
 from zerosearch_trl.engines.corpus import make_document, split_contents
 from zerosearch_trl.engines.http_client import JSONClient, SearchServerError, excerpt, with_path
@@ -40,6 +42,8 @@ class RemoteSearchEngine:
         backoff: seconds before the first retry, doubled at each further one.
         send_answers: send each request's question and gold answers along (the ``questions``/``golden_answers``
             extension); a simulator behind ``zerosearch-trl serve`` needs them for useful documents.
+        api_key: bearer token for a server started with one (default: the ``ZEROSEARCH_SERVE_API_KEY``
+            environment variable, if set); masked in every error.
 
     Example:
         >>> engine = RemoteSearchEngine("http://127.0.0.1:8000", top_k=3)
@@ -59,6 +63,7 @@ class RemoteSearchEngine:
         max_retries: int = 3,
         backoff: float = 0.5,
         send_answers: bool = True,
+        api_key: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -68,11 +73,14 @@ class RemoteSearchEngine:
         self.url = urlunsplit(parts)
         self.top_k = validate_top_k(top_k)
         self.send_answers = send_answers
+        key = api_key if api_key is not None else os.environ.get(SERVE_API_KEY_ENV)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = JSONClient(
             f"The retrieval server at {self.url}",
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
+            secrets=[key] if key else [],
             error=RemoteSearchError,
         )
 
@@ -90,7 +98,7 @@ class RemoteSearchEngine:
         Raises:
             RemoteSearchError: the server is unreachable or has no health endpoint.
         """
-        return self._client.call("GET", with_path(self.url, "/health"))
+        return self._client.call("GET", with_path(self.url, "/health"), headers=self._headers)
 
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         """Up to ``top_k`` documents per request, from one POST for the whole batch.
@@ -119,6 +127,7 @@ class RemoteSearchEngine:
             "POST",
             self.url,
             json=payload,
+            headers=self._headers,
             retry_answer=engine_failed,
             hint=" Is it running? Start one with: zerosearch-trl serve --engine bm25 --corpus passages.jsonl",
         )

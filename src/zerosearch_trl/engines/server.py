@@ -14,12 +14,20 @@ Endpoints:
     document for every query and a top-level ``error`` (HTTP 200, so a Search-R1 trainer goes on).
 
     ``GET /health``: ``{"status": "ok", "engine", "top_k", "max_concurrency", "in_flight"}``.
+
+Limits, each with a documented default and a clear 4xx past it: ``max_queries`` per request (413),
+``max_query_chars`` per query (413), ``max_body_bytes`` per body (413; a body without ``Content-Length`` gets 411),
+a malformed body 422. With an ``api_key``, both endpoints want ``Authorization: Bearer <key>`` (401 otherwise,
+compared in constant time: a client's health check also proves its key); ``zerosearch-trl serve`` reads the key from :data:`SERVE_API_KEY_ENV` and refuses to
+bind anything but loopback without one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +35,19 @@ from typing import Any
 
 try:
     import uvicorn
-    from fastapi import FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
 except ImportError as error:  # an optional extra: say how to get it
     raise ImportError("Serving needs FastAPI and uvicorn: pip install 'zerosearch-trl[serve]'.") from error
 
+from zerosearch_trl.engines.access import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUERIES,
+    DEFAULT_MAX_QUERY_CHARS,
+    SERVE_API_KEY_ENV,
+)
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 from zerosearch_trl.engines.corpus import join_contents
 
@@ -47,13 +62,25 @@ class RetrieveRequest(BaseModel):
     golden_answers: list[list[str]] | None = None
 
 
-def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: int = 4096) -> FastAPI:
+def create_app(
+    engine: SearchEngine,
+    *,
+    max_concurrency: int = 8,
+    max_queries: int = DEFAULT_MAX_QUERIES,
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api_key: str | None = None,
+) -> FastAPI:
     """The FastAPI app serving ``engine`` (run it with uvicorn, or :func:`serve`).
 
     Args:
         engine: any search engine.
         max_concurrency: engine calls running at once; further requests wait their turn.
         max_queries: the most queries one request may carry (HTTP 413 beyond).
+        max_query_chars: the most characters in one query (HTTP 413 beyond).
+        max_body_bytes: the largest request body (HTTP 413 beyond).
+        api_key: when set, ``/retrieve`` and ``/health`` answer only requests with ``Authorization: Bearer
+            <api_key>`` (401).
 
     Example:
         >>> from fastapi.testclient import TestClient
@@ -64,8 +91,24 @@ def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: i
         >>> answer["result"][0][0]["document"]["contents"]
         '"Lyon"\\nLyon is in France.'
     """
-    if max_concurrency < 1 or max_queries < 1:
-        raise ValueError(f"max_concurrency and max_queries must be >= 1, got {max_concurrency} and {max_queries}.")
+    limits = {"max_concurrency": max_concurrency, "max_queries": max_queries, "max_query_chars": max_query_chars,
+              "max_body_bytes": max_body_bytes}  # fmt: skip
+    bad = {name: value for name, value in limits.items() if not isinstance(value, int) or value < 1}
+    if bad:
+        raise ValueError(f"Server limits must be integers >= 1, got {bad}.")
+
+    def authorised(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise HTTPException(
+                401,
+                f"This server wants an API key: send 'Authorization: Bearer <key>' (RemoteSearchEngine sends "
+                f"${SERVE_API_KEY_ENV} when it is set).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -76,7 +119,7 @@ def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: i
 
     app = FastAPI(title=f"zerosearch-trl {engine.name} search", lifespan=lifespan)
 
-    @app.get("/health")
+    @app.get("/health", dependencies=[Depends(authorised)])
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -86,7 +129,13 @@ def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: i
             "in_flight": app.state.in_flight,
         }
 
-    @app.post("/retrieve")
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, error: RecursionError) -> JSONResponse:
+        return JSONResponse({"detail": "The JSON body is nested too deeply: send the /retrieve contract."}, 422)
+
+    @app.post("/retrieve", dependencies=[Depends(authorised)])
     async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
         topk = body.topk or engine.top_k
         if topk > engine.top_k:
@@ -95,6 +144,11 @@ def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: i
             )
         if len(body.queries) > max_queries:
             raise HTTPException(413, f"At most {max_queries} queries per request, got {len(body.queries)}.")
+        longest = max(map(len, body.queries), default=0)
+        if longest > max_query_chars:
+            raise HTTPException(
+                413, f"A query holds at most {max_query_chars} characters, got one of {longest} (send a search query)."
+            )
         requests = _requests(body)
         async with app.state.semaphore:
             app.state.in_flight += 1
@@ -108,6 +162,31 @@ def create_app(engine: SearchEngine, *, max_concurrency: int = 8, max_queries: i
         return answer
 
     return app
+
+
+class _BodyLimit:
+    """ASGI middleware: a POST body must declare its length (411) and stay within ``limit`` bytes (413), so that
+    no request can make the server read without bound."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is None or not declared.isdigit():
+                return await _reject(send, 411, "Send the body with a Content-Length header.")
+            if int(declared) > self.limit:
+                return await _reject(send, 413, f"The body is {int(declared)} bytes; this server takes at most "
+                                                f"{self.limit} (split the queries over several requests).")  # fmt: skip
+        await self.app(scope, receive, send)
+
+
+async def _reject(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _requests(body: RetrieveRequest) -> list[SearchRequest]:
@@ -129,24 +208,20 @@ def _hit(document: Document, return_scores: bool) -> dict[str, Any]:
 
 
 def serve(
-    engine: SearchEngine,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_concurrency: int = 8,
-    log_level: str = "info",
+    engine: SearchEngine, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **app_settings: Any
 ) -> None:
-    """Serve ``engine`` until interrupted (what ``zerosearch-trl serve`` runs).
+    """Serve ``engine`` until interrupted (what ``zerosearch-trl serve`` runs); ``app_settings`` go to
+    :func:`create_app` (limits, ``api_key``).
 
     Example:
         >>> serve(BM25Engine.load("index/"), port=8000)  # doctest: +SKIP
     """
-    uvicorn.run(create_app(engine, max_concurrency=max_concurrency), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(engine, **app_settings), host=host, port=port, log_level=log_level)
 
 
 @contextlib.contextmanager
 def background_server(
-    engine: SearchEngine, *, host: str = "127.0.0.1", port: int = 0, max_concurrency: int = 8, timeout: float = 30.0
+    engine: SearchEngine, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0, **app_settings: Any
 ) -> Iterator[str]:
     """Serve ``engine`` from a thread of this process for the ``with`` block; yields the base URL.
 
@@ -160,9 +235,7 @@ def background_server(
         ...     RemoteSearchEngine(url, top_k=1).search([SearchRequest("Lyon")])[0][0].title
         'Lyon'
     """
-    config = uvicorn.Config(
-        create_app(engine, max_concurrency=max_concurrency), host=host, port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(engine, **app_settings), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="zerosearch-serve", daemon=True)
     thread.start()

@@ -16,6 +16,7 @@ model runs (CPU or one GPU, with or without LoRA adapters).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -92,7 +93,8 @@ class ContinuousTransformersGenerator:
         self._lock = threading.RLock()
         self._generator: torch.Generator | None = None
         self._seed: int | None = None
-        self.stats = {"decode_steps": 0, "row_steps": 0, "prefill_tokens": 0, "reused_tokens": 0}
+        self.stats = {"decode_steps": 0, "row_steps": 0, "prefill_tokens": 0, "reused_tokens": 0,
+                      "prefill_seconds": 0.0, "decode_seconds": 0.0}  # fmt: skip
 
     @property
     def idle(self) -> bool:
@@ -125,11 +127,15 @@ class ContinuousTransformersGenerator:
         """Admit the waiting requests, decode until a row finishes or ``chunk`` steps pass; return the finished
         rows as ``(key, Generation)``."""
         with self._lock:
+            start = time.perf_counter()
             finished = self._admit()
+            decoding = time.perf_counter()
             for _ in range(self.chunk):
                 if finished or not self._rows:
                     break
                 finished = self._decode()
+            self.stats["prefill_seconds"] += decoding - start
+            self.stats["decode_seconds"] += time.perf_counter() - decoding
             return [(row.key, self._result(row)) for row in finished]
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
@@ -154,64 +160,91 @@ class ContinuousTransformersGenerator:
     # -- admission ---------------------------------------------------------------------------------------------
 
     def _admit(self) -> list[_Row]:
-        """Prefill the waiting rows that fit, each from its kept cache if any, and merge them into the batch."""
+        """Prefill the waiting rows that fit in one batched forward pass, each from its kept cache if any, and merge
+        the unfinished ones into the running batch."""
         room = self.max_batch - len(self._rows)
         admitted, self._waiting = self._waiting[:room], self._waiting[room:]
+        if not admitted:
+            return []
+        layers, mask, logits = self._prefill(admitted)
         finished, joining = [], []
-        for row in admitted:
-            layers, logits = self._prefill(row)
-            self._append(row, self._sample(logits, [row])[0])
+        for index, (row, token) in enumerate(zip(admitted, self._sample(logits, admitted))):
+            self._append(row, token)
             self.stats["row_steps"] += 1  # the first token comes from the prefill, as in ``generate``
-            if row.finish is not None:
-                self._keep(row, layers)
-                finished.append(row)
+            if row.finish is None:
+                joining.append(index)
             else:
-                joining.append((row, layers))
+                self._keep(row, _row_layers(layers, mask, index))
+                finished.append(row)
         if joining:
-            self._merge(joining)
+            index = torch.tensor(joining, device=mask.device)
+            self._merge([(k[index], v[index]) for k, v in layers], mask[index], [admitted[i] for i in joining])
         return finished
 
-    def _prefill(self, row: _Row) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Run the model over what the row's kept cache lacks; return the row's layers and last logits."""
-        old_ids, old_layers = self._kept.pop(row.key, ([], []))
-        reuse = 0
-        limit = min(len(old_ids), len(row.fed) - 1)  # at least one token is fed, for the next token's logits
-        while reuse < limit and old_ids[reuse] == row.fed[reuse]:
-            reuse += 1
-        cache = DynamicCache(ddp_cache_data=[(k[:, :, :reuse], v[:, :, :reuse]) for k, v in old_layers] or None)
-        new = row.fed[reuse:]
+    def _prefill(self, rows: list[_Row]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """One forward pass over what each row's kept cache lacks.
+
+        Row ``i`` keeps ``c_i`` cached tokens and feeds ``s_i`` new ones. The kept caches are left-padded to the
+        longest, the new tokens left-padded to the longest and placed after them, so every row's last column is its
+        last real token (whose logits sample its first new token); the padding in between is masked out and skipped
+        when the row's cache is kept again (:func:`_row_layers`). Returns the layers, the ``[rows, width]`` mask of
+        real tokens and the last logits."""
+        reused, kept = [], []
+        for row in rows:
+            old_ids, old_layers = self._kept.pop(row.key, ([], []))
+            reuse, limit = 0, min(len(old_ids), len(row.fed) - 1)  # one token at least is fed, for its logits
+            while reuse < limit and old_ids[reuse] == row.fed[reuse]:
+                reuse += 1
+            reused.append(reuse)
+            kept.append([(k[:, :, :reuse], v[:, :, :reuse]) for k, v in old_layers])
         device = self.model.device
+        cached, new = max(reused), max(len(row.fed) - r for row, r in zip(rows, reused))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids, mask, positions = [], [], []
+        for row, reuse in zip(rows, reused):
+            fresh = row.fed[reuse:]
+            ids.append([pad] * (new - len(fresh)) + fresh)
+            mask.append([0] * (cached - reuse) + [1] * reuse + [0] * (new - len(fresh)) + [1] * len(fresh))
+            positions.append([reuse] * (new - len(fresh)) + list(range(reuse, len(row.fed))))
+        cache = DynamicCache()
+        if cached:
+            size = next(layers for layers in kept if layers)  # a row with a kept cache gives the layer shapes
+            cache = DynamicCache(ddp_cache_data=[
+                (torch.cat([_pad_left(layers[i][0] if layers else _empty(size[i][0]), cached) for layers in kept]),
+                 torch.cat([_pad_left(layers[i][1] if layers else _empty(size[i][1]), cached) for layers in kept]))
+                for i in range(len(size))
+            ])  # fmt: skip
+        attention = torch.tensor(mask, device=device)
         output = self.model(
-            input_ids=torch.tensor([new], device=device),
-            attention_mask=torch.ones(1, len(row.fed), dtype=torch.long, device=device),
-            position_ids=torch.arange(reuse, len(row.fed), device=device).unsqueeze(0),
+            input_ids=torch.tensor(ids, device=device),
+            attention_mask=attention,
+            position_ids=torch.tensor(positions, device=device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        self.stats["prefill_tokens"] += len(new)
-        self.stats["reused_tokens"] += reuse
-        return [(layer.keys, layer.values) for layer in output.cache.layers], output.logits[:, -1]
+        self.stats["prefill_tokens"] += sum(len(row.fed) - r for row, r in zip(rows, reused))
+        self.stats["reused_tokens"] += sum(reused)
+        return [(layer.keys, layer.values) for layer in output.cache.layers], attention, output.logits[:, -1]
 
-    def _merge(self, joining: list[tuple[_Row, list[tuple[torch.Tensor, torch.Tensor]]]]) -> None:
-        """Left-pad the batch and the joining rows to one width and stack them."""
-        width = max([self._width()] + [len(row.fed) for row, _ in joining])
-        device = self.model.device
-        masks = [] if self._mask is None else [F.pad(self._mask, (width - self._width(), 0))]
-        masks += [
-            torch.tensor([[0] * (width - len(row.fed)) + [1] * len(row.fed)], device=device) for row, _ in joining
-        ]
-        old = [] if self._cache is None else [(layer.keys, layer.values) for layer in self._cache.layers]
-        stacked = []
-        for index in range(len(joining[0][1])):
-            parts = [old[index]] if old else []
-            parts += [layers[index] for _, layers in joining]
-            keys = torch.cat([_pad_left(k, width) for k, _ in parts])
-            values = torch.cat([_pad_left(v, width) for _, v in parts])
-            stacked.append((keys, values))
-        self._cache = DynamicCache(ddp_cache_data=stacked)
-        self._mask = torch.cat(masks)
-        self._rows += [row for row, _ in joining]
+    def _merge(self, layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rows: list[_Row]) -> None:
+        """Left-pad the running batch and the joining rows to one width, stack them, and drop the columns that are
+        padding in every row."""
+        width = max(self._width(), mask.shape[1])
+        masks = [F.pad(mask, (width - mask.shape[1], 0))]
+        parts = [layers]
+        if self._mask is not None:
+            masks.insert(0, F.pad(self._mask, (width - self._width(), 0)))
+            parts.insert(0, [(layer.keys, layer.values) for layer in self._cache.layers])
+        stacked = torch.cat(masks)
+        start = int(stacked.any(0).nonzero()[0])
+        self._mask = stacked[:, start:]
+        self._cache = DynamicCache(ddp_cache_data=[
+            (torch.cat([_pad_left(part[i][0], width) for part in parts])[:, :, start:],
+             torch.cat([_pad_left(part[i][1], width) for part in parts])[:, :, start:])
+            for i in range(len(layers))
+        ])  # fmt: skip
+        self._rows += rows
 
     # -- decoding ----------------------------------------------------------------------------------------------
 
@@ -289,13 +322,10 @@ class ContinuousTransformersGenerator:
         finished = [row for row in self._rows if row.finish is not None]
         if not finished:
             return []
-        width = self._width()
+        layers = [(layer.keys, layer.values) for layer in self._cache.layers]
         for index, row in enumerate(self._rows):
             if row.finish is not None:
-                cached = len(row.fed)
-                layers = [(layer.keys[index : index + 1, :, width - cached :].clone(),
-                           layer.values[index : index + 1, :, width - cached :].clone()) for layer in self._cache.layers]  # fmt: skip
-                self._keep(row, layers)
+                self._keep(row, _row_layers(layers, self._mask, index))
         keep = [i for i, row in enumerate(self._rows) if row.finish is None]
         self._rows = [self._rows[i] for i in keep]
         if not self._rows:
@@ -321,6 +351,19 @@ class ContinuousTransformersGenerator:
     def _result(self, row: _Row) -> Generation:
         text, _ = truncate_at_stop(self.tokenizer.decode(row.generated, skip_special_tokens=True), row.params.stop)
         return Generation(text=text, finish_reason=row.finish or "length", token_ids=list(row.generated))
+
+
+def _row_layers(
+    layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, index: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Row ``index``'s keys and values at its real tokens only (``mask`` 1), in order: a compact copy to keep."""
+    columns = mask[index].nonzero().squeeze(1)
+    return [(k[index : index + 1, :, columns], v[index : index + 1, :, columns]) for k, v in layers]
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    """A ``[1, heads, 0, dim]`` tensor shaped as ``like``'s row (a row with no kept cache)."""
+    return like.new_zeros((1, like.shape[1], 0, like.shape[3]))
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

@@ -170,8 +170,8 @@ class SearchRollout:
                 generate: GenerateIds | TurnGenerator = ContinuousTransformersGenerator(model, tokenizer)
             elif self.continuous_batching:
                 raise ValueError(
-                    "make_search_rollout(continuous_batching=True) needs HF generation in a single process and a "
-                    "model with full-attention caches; this trainer uses "
+                    "make_search_rollout(continuous_batching=True) needs HF generation with every parameter on each "
+                    "process (not ZeRO-3 or FSDP) and a model with full-attention caches; this trainer uses "
                     f"{backend!r} generation in {trainer.accelerator.num_processes} process(es). Leave "
                     "continuous_batching unset to pick what the trainer allows."
                 )
@@ -187,9 +187,9 @@ class SearchRollout:
                 tokenizer,
                 args.max_completion_length,
                 eos_ids=eos_ids,
-                # Every process takes part in every turn, even with no live row of its own: generation gathers
-                # parameters (ZeRO-3, FSDP) or rows (server mode) collectively.
-                collective=trainer.accelerator.num_processes > 1,
+                # In lockstep, every process takes part in every turn, even with no live row of its own:
+                # generation gathers parameters (ZeRO-3, FSDP) or rows (server mode) collectively.
+                collective=trainer.accelerator.num_processes > 1 and not isinstance(generate, TurnGenerator),
             )
         well_formed = [is_well_formed_episode(e) for e in episodes]
         log_search_metrics(trainer, episodes, well_formed, counters_before, engine_counters(self.engine), searches)
@@ -423,9 +423,9 @@ def make_search_rollout(
         datasets: datasets whose rows give each prompt's question and gold answers; the trainer's train and eval
             datasets are added automatically.
         continuous_batching: ``None`` (default): each episode advances on its own through a continuous-batching
-            generator where the trainer allows it (HF generation in one process, a model with full-attention
-            caches), with its searches running while the policy generates; otherwise every live episode's turn is
-            generated together (vLLM, several processes). ``False``: always the latter. ``True``: the former, or
+            generator where the trainer allows it (HF generation with every parameter on each process: one
+            process, DDP, ZeRO-1/2; a model with full-attention caches), with its searches running while the
+            policy generates; otherwise every live episode's turn is generated together (vLLM, ZeRO-3, FSDP). ``False``: always the latter. ``True``: the former, or
             an error saying why it cannot be.
 
     Example:

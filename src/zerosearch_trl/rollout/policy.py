@@ -163,10 +163,17 @@ def hf_generation_model(trainer: Any) -> Iterator[Any]:
 
 def can_batch_continuously(trainer: Any, backend: str) -> bool:
     """Whether the episodes can use :class:`ContinuousTransformersGenerator` on the trainer's model: HF generation
-    in a single process (several processes generate in lockstep, each turn a collective) and a model whose cache
-    it can manage (:func:`supports_continuous_batching`). Otherwise the rollout is synchronous."""
-    if backend != "hf" or trainer.accelerator.num_processes > 1:
+    with every parameter on this process (one process, DDP, ZeRO-1/2: each process then generates on its own), and
+    a model whose cache it can manage (:func:`supports_continuous_batching`). ZeRO-3 and FSDP gather parameters
+    collectively, so there every process generates each turn in lockstep (the synchronous rollout)."""
+    if backend != "hf":
         return False
+    if trainer.accelerator.num_processes > 1:
+        from trl.distributed import DistributedBackend
+
+        sharded = DistributedBackend(trainer.accelerator)
+        if sharded.is_zero3 or sharded.is_fsdp:
+            return False
     return supports_continuous_batching(trainer.accelerator.unwrap_model(trainer.model_wrapped))
 
 

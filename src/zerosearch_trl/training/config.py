@@ -124,6 +124,13 @@ class SearchScriptArguments(PromptArguments):
     heldout_eval_steps: int | None = field(
         default=None, metadata={"help": "Also score them every N steps (default: start and end only)."}
     )
+    tool_skip_drop: float = field(
+        default=0.3,
+        metadata={
+            "help": "Tool-skip guard: warn when the share of episodes that search, averaged over 5 logged steps, "
+            "falls this far below its best (or to 0)."
+        },
+    )
 
 
 @dataclass
@@ -333,6 +340,8 @@ def check_config(
     )
     if script_args.heldout_questions < 0 or script_args.probe_samples < 0:
         raise ValueError("heldout_questions and probe_samples must be >= 0.")
+    if not 0 < script_args.tool_skip_drop <= 1:
+        raise ValueError(f"tool_skip_drop must be in (0, 1], got {script_args.tool_skip_drop}.")
     if script_args.heldout_eval_steps is not None and script_args.heldout_eval_steps < 1:
         raise ValueError(
             f"heldout_eval_steps must be >= 1 (or unset: start and end only), got {script_args.heldout_eval_steps}."

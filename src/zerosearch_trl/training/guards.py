@@ -4,7 +4,9 @@
 
 - ``nan_reward``: the ``reward`` is NaN, inf or null (TRL logs null when every reward of the step was NaN/None);
 - ``collapse``: the ``reward`` stays at or below a threshold for ``patience`` logged steps after having been above it;
-- ``tool_skip``: no episode searched (``search/episodes_with_search == 0``) for ``patience`` logged steps;
+- ``tool_skip``: the share of episodes that search (``search/episodes_with_search``), averaged over the last
+  ``patience`` logged steps, is 0, or has fallen by ``tool_skip_drop`` or more below its best such average: a policy
+  that learns to answer without searching shows it as a falling share long before no episode searches at all;
 - ``all_truncated``: every completion hit the length limit (``completions/clipped_ratio == 1``) for ``patience``
   logged steps;
 - ``nonfinite_grad``: an optimisation step's gradients hold NaN or inf. Unlike the others it acts before the step,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -76,18 +79,21 @@ class TrainingGuardCallback(TrainerCallback):
     Args:
         nan_reward: mode of the NaN/inf reward guard; it fires on the first such step.
         collapse: mode of the reward-collapse guard.
-        tool_skip: mode of the guard for episodes that stop searching altogether.
+        tool_skip: mode of the guard for episodes that stop searching (see ``tool_skip_drop``).
         all_truncated: mode of the guard for steps where every completion is truncated.
         nonfinite_grad: mode of the guard for NaN/inf gradients: ``"warn"`` and ``"stop"`` both drop the step's
             gradients (the weights stay as they were); ``"stop"`` then ends training; ``"off"`` lets the optimizer
             apply them.
-        patience: consecutive logged steps that the collapse, tool-skip and truncation conditions must hold.
+        patience: consecutive logged steps that the collapse and truncation conditions must hold; the tool-skip
+            guard's rolling window, in logged steps.
         collapse_threshold: the reward at or below which a step counts towards collapse (once the reward has been
             above it).
+        tool_skip_drop: how far the rolling share of searching episodes may fall below its best before the
+            tool-skip guard fires (0.3: from 0.9 to 0.6, say); a share of 0 always fires.
 
     Raises:
-        ValueError: a mode is not one of ``"off"``, ``"warn"``, ``"stop"``; ``patience`` is below 1; or
-            ``collapse_threshold`` is not finite.
+        ValueError: a mode is not one of ``"off"``, ``"warn"``, ``"stop"``; ``patience`` is below 1;
+            ``collapse_threshold`` is not finite; or ``tool_skip_drop`` is not in (0, 1].
 
     Example:
         >>> from transformers import TrainerControl, TrainerState
@@ -106,6 +112,7 @@ class TrainingGuardCallback(TrainerCallback):
         nonfinite_grad: GuardMode = "warn",
         patience: int = 5,
         collapse_threshold: float = 0.0,
+        tool_skip_drop: float = 0.3,
     ) -> None:
         self.modes: dict[str, str] = {
             "nan_reward": nan_reward,
@@ -121,8 +128,14 @@ class TrainingGuardCallback(TrainerCallback):
             raise ValueError(f"patience must be an integer >= 1; got {patience!r}.")
         if not math.isfinite(collapse_threshold):
             raise ValueError(f"collapse_threshold must be a finite number; got {collapse_threshold!r}.")
+        if not (isinstance(tool_skip_drop, (int, float)) and 0 < tool_skip_drop <= 1):
+            raise ValueError(f"tool_skip_drop must be in (0, 1] (a fall in the share of searching episodes); got "
+                             f"{tool_skip_drop!r}.")  # fmt: skip
         self.patience = patience
         self.collapse_threshold = float(collapse_threshold)
+        self.tool_skip_drop = float(tool_skip_drop)
+        self._search_window: deque[float] = deque(maxlen=patience)
+        self._best_search_share: float | None = None
         self.events: list[GuardEvent] = []
         self._streaks = dict.fromkeys(self.modes, 0)
         self._best_reward: float | None = None
@@ -160,17 +173,31 @@ class TrainingGuardCallback(TrainerCallback):
         checks: dict[str, tuple[str, Any, bool | None]] = {
             "nan_reward": (REWARD_KEY, reward, not is_finite_number(reward) if REWARD_KEY in logs else None),
             "collapse": (REWARD_KEY, reward, self._collapsed(reward) if is_finite_number(reward) else None),
-            "tool_skip": (SEARCH_KEY, searched, searched == 0 if is_finite_number(searched) else None),
+            "tool_skip": (SEARCH_KEY, searched, self._skipping(searched) if is_finite_number(searched) else None),
             "all_truncated": (CLIPPED_KEY, clipped, clipped >= 1 if is_finite_number(clipped) else None),
         }
         for guard, (metric, value, holds) in checks.items():
             if self.modes[guard] == "off" or holds is None:
                 continue
             self._streaks[guard] = self._streaks[guard] + 1 if holds else 0
-            needed = 1 if guard == "nan_reward" else self.patience
+            # nan_reward fires at once; tool_skip's condition already spans a window of `patience` steps.
+            needed = 1 if guard in ("nan_reward", "tool_skip") else self.patience
             if self._streaks[guard] == needed:  # once per streak: a long streak is one event, not one per step
                 self._fire(guard, metric, value, step, state, control)
         return control
+
+    @property
+    def _window_share(self) -> float:
+        return sum(self._search_window) / max(len(self._search_window), 1)
+
+    def _skipping(self, searched: float) -> bool:
+        """Whether the rolling share of searching episodes is 0 or has fallen by ``tool_skip_drop`` from its best."""
+        self._search_window.append(float(searched))
+        if len(self._search_window) < self.patience:
+            return False
+        share = sum(self._search_window) / self.patience
+        self._best_search_share = share if self._best_search_share is None else max(self._best_search_share, share)
+        return share == 0 or self._best_search_share - share >= self.tool_skip_drop
 
     def _collapsed(self, reward: float) -> bool:
         """Whether this step counts towards collapse; also tracks the best reward so far."""
@@ -223,7 +250,9 @@ _DESCRIPTIONS = {
         "rate, a larger KL coefficient (`beta`), a slower noise curriculum, or resume from an earlier checkpoint."
     ),
     "tool_skip": (
-        "`{metric}` is {value}: no episode has searched for {self.patience} logged steps (tool-skip). Try a smaller "
+        "`{metric}` is {value}; over the last {self.patience} logged steps the share of episodes that search "
+        "averaged {self._window_share:.3g}, against a best of {self._best_search_share:.3g} (tool-skip: it is 0, or "
+        "fell by {self.tool_skip_drop:g} or more). Try a smaller "
         "noise p (noisy documents teach the policy that searching does not pay), questions that need retrieval, a "
         "prompt that shows the <search> tag, or check `search/invalid_actions_per_episode` for malformed searches."
     ),

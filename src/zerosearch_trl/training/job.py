@@ -113,7 +113,7 @@ def train(
     warm = run_warm_start(policy, task, questions, args)
     probes["after_warm_start"] = probe(policy, questions, n_probe) if warm and not zero3 else None
     engine, heldout_engine = build_engines(args.engine, args.model)
-    guard = TrainingGuardCallback()
+    guard = TrainingGuardCallback(tool_skip_drop=args.script.tool_skip_drop)
     trainer = build_trainer(policy, train_rows, engine, guard, args)
     if zero3:
         probes["after_warm_start" if warm else "start"] = probe(policy, questions, n_probe, trainer)
@@ -215,6 +215,8 @@ def build_engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, A
         settings = replace(settings, simulator_model=model_args.model_name_or_path or "default")
     if settings.engine not in ("simulated", "hybrid"):
         engine = make_engine(settings)
+        if settings.engine == "remote":  # a server that is down, or refuses the key, fails here, not mid-rollout
+            logger.info("The retrieval server answers: %s", engine.health())
         return engine, engine
     simulator = make_simulator(settings)
     engine = make_engine(settings, simulator=simulator)
