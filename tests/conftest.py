@@ -61,12 +61,15 @@ def scripted_policies_turn_by_turn(monkeypatch):
     path plays that script through :class:`helpers.GenerateAsTurns` (episodes out of step, as under continuous
     batching); any other model gets the real continuous generator."""
     from helpers import GenerateAsTurns
-    from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
+    from zerosearch_trl.generation import continuous
     from zerosearch_trl.rollout import loop
+
+    real = continuous.ContinuousTransformersGenerator
 
     def turns_for(model, tokenizer, **kwargs):
         if "generate" in vars(model):
             return GenerateAsTurns(model, tokenizer)
-        return ContinuousTransformersGenerator(model, tokenizer, **kwargs)
+        return real(model, tokenizer, **kwargs)
 
-    monkeypatch.setattr(loop, "ContinuousTransformersGenerator", turns_for)
+    monkeypatch.setattr(loop, "ContinuousTransformersGenerator", turns_for)  # training's rollout
+    monkeypatch.setattr(continuous, "ContinuousTransformersGenerator", turns_for)  # evaluation looks it up here

@@ -216,7 +216,8 @@ def build_engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, A
     if settings.engine not in ("simulated", "hybrid"):
         engine = make_engine(settings)
         if settings.engine == "remote":  # a server that is down, or refuses the key, fails here, not mid-rollout
-            logger.info("The retrieval server answers: %s", engine.health())
+            remote = getattr(engine, "engine", engine)  # inside the result cache, if any
+            logger.info("The retrieval server answers: %s", remote.health())
         return engine, engine
     simulator = make_simulator(settings)
     engine = make_engine(settings, simulator=simulator)
