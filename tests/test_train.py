@@ -215,3 +215,19 @@ def test_resume_latest_picks_the_newest_complete_checkpoint_and_logs_each_step_o
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]  # step 3 once; steps 1-2 kept, none repeated
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+@pytest.mark.slow
+def test_resuming_a_run_whose_last_checkpoint_ends_it_trains_no_extra_step(tmp_path, tiny_model_dir):
+    """Found by benchmarks/bench_reliability.py: a run killed after its last checkpoint, resumed, trained (and
+    logged) a step past max_steps, since the transformers Trainer checks max_steps only after a step."""
+    out = tmp_path / "run"
+    main(tiny_args(tiny_model_dir, out, "--max_steps", "2", "--probe_samples", "0"))
+    (out / "summary.json").unlink()  # as if killed while writing its outputs
+    main(
+        tiny_args(tiny_model_dir, out, "--max_steps", "2", "--probe_samples", "0", "--resume_from_checkpoint", "latest")
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert (out / "model.safetensors").exists()

@@ -81,3 +81,32 @@ def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike[str])
             )
         return found
     return str(value)
+
+
+class RunAlreadyComplete(Exception):
+    """Raised by :class:`CompletedRunGuard` before the first step of a resume whose checkpoint is at ``max_steps``."""
+
+
+class CompletedRunGuard(TrainerCallback):
+    """Stops a resumed run whose checkpoint already reached ``max_steps``, before it trains again.
+
+    The transformers Trainer checks ``max_steps`` only after a step: resumed from the last checkpoint of a run that
+    was killed while it wrote its outputs, it would train (and log) one step past ``max_steps``. This callback raises
+    :class:`RunAlreadyComplete` at that step's beginning, when the checkpoint's weights and state are loaded and
+    nothing has run; the caller catches it and writes the run's outputs.
+
+    Example:
+        >>> guard = CompletedRunGuard()
+        >>> guard.on_step_begin(None, TrainerState(global_step=3, max_steps=4), TrainerControl()) is None
+        True
+        >>> guard.on_step_begin(None, TrainerState(global_step=4, max_steps=4), TrainerControl())
+        Traceback (most recent call last):
+        ...
+        zerosearch_trl.training.checkpoints.RunAlreadyComplete: step 4 of 4: the checkpoint ends the run
+    """
+
+    def on_step_begin(
+        self, args: TrainingArguments | None, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise RunAlreadyComplete(f"step {state.global_step} of {state.max_steps}: the checkpoint ends the run")

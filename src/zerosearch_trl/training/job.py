@@ -85,7 +85,12 @@ def train(
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     from zerosearch_trl.models import disable_cudnn_attention
-    from zerosearch_trl.training.checkpoints import PromptSettingsCallback, resolve_resume
+    from zerosearch_trl.training.checkpoints import (
+        CompletedRunGuard,
+        PromptSettingsCallback,
+        RunAlreadyComplete,
+        resolve_resume,
+    )
     from zerosearch_trl.training.guards import TrainingGuardCallback
     from zerosearch_trl.training.summary import finish_run
 
@@ -125,7 +130,11 @@ def train(
     add_metrics_file(trainer, output_dir)
     # How the policy was prompted travels with it (every checkpoint, the final folder), so eval plays it alike.
     trainer.add_callback(PromptSettingsCallback(prompt))
-    trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
+    trainer.add_callback(CompletedRunGuard())
+    try:
+        trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
+    except RunAlreadyComplete as done:  # killed after its last checkpoint: only the outputs were missing
+        logger.info("Resumed at %s; writing the run's outputs.", done)
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
         prompt.save(output_dir)
