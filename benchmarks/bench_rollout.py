@@ -366,15 +366,11 @@ def grid_point(model: Any, tokenizer: Any, task: Any, episodes: int, turns: int,
         "tokens_per_s_a_over_a0": round(a["tokens_per_s"] / a0["tokens_per_s"], 2),
     }  # fmt: skip
     if (episodes, turns) == (16, 2):
-        queries = dict(zip(prompts_questions(dataset), out["search_queries"][::2]))
+        queries = dict(zip(dataset["question"], out["search_queries"][::2]))
         c = run_tool_loop(model, tokenizer, dataset, queries, args, meter, turns)
         point["c_trl_tool_loop"] = c
         point["ratio_a_over_c_tokens_per_s"] = round(a["tokens_per_s"] / c["tokens_per_s"], 2)
     return point
-
-
-def prompts_questions(dataset: Any) -> list[str]:
-    return list(dataset["question"])
 
 
 def simulator_point(model: Any, tokenizer: Any, task: Any, args: argparse.Namespace, meter: GenerateMeter) -> dict:

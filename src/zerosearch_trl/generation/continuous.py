@@ -373,7 +373,13 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
 
 def supports_continuous_batching(model: PreTrainedModel) -> bool:
     """Whether :class:`ContinuousTransformersGenerator` can drive ``model``: every cache layer it builds is a
-    full-attention ``DynamicLayer`` (no sliding window, no recurrent state)."""
+    full-attention ``DynamicLayer`` (no sliding window, no recurrent state).
+
+    Example:
+        >>> import zerosearch_trl as zs
+        >>> supports_continuous_batching(zs.load_default_model()[0])  # doctest: +SKIP
+        True
+    """
     config = getattr(model, "config", None)
     if config is None:
         return False

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
 from zerosearch_trl.generation.base import Generation, GenerationParams
@@ -54,6 +54,13 @@ class LockstepTurns:
 
     With ``collective=True`` a step calls ``generate`` even with no request of its own (processes that generate
     together), until it returns ``None`` (no process has a request).
+
+    Example:
+        >>> from zerosearch_trl.generation.base import Generation
+        >>> turns = LockstepTurns(lambda inputs, params: [Generation("ok") for _ in inputs], GenerationParams())
+        >>> turns.submit("a", [1, 2], GenerationParams(max_new_tokens=4)); turns.submit("b", [3], GenerationParams())
+        >>> [(key, g.text) for key, g in turns.step()], turns.idle
+        ([('a', 'ok'), ('b', 'ok')], True)
     """
 
     def __init__(self, generate: GenerateIds, params: GenerationParams, *, collective: bool = False) -> None:
@@ -92,6 +99,17 @@ class SearchQueue:
     A search waits while a batch is at the engine (so requests gather into the next batch) or, when the caller is
     still generating, up to ``max_wait`` seconds for company. With ``threaded=False`` every batch runs in the
     caller's thread (the synchronous rollout).
+
+    Example:
+        >>> from zerosearch_trl.engines.base import Document
+        >>> class Echo:
+        ...     name, top_k = "echo", 1
+        ...     def search(self, requests):
+        ...         return [[Document(r.query, "found")] for r in requests]
+        >>> queue = SearchQueue(Echo(), threaded=False)
+        >>> queue.put("episode-0", SearchRequest("Lyon")); queue.put("episode-1", SearchRequest("Kyoto"))
+        >>> [(key, query) for key, query, _ in queue.poll(block=True)], queue.calls, queue.requests
+        ([('episode-0', 'Lyon'), ('episode-1', 'Kyoto')], 1, 2)
 
     Attributes:
         failures: searches answered by the failure notice of :func:`search_documents` (the engine raised, or
@@ -204,8 +222,3 @@ class EpisodeScheduler:
             self.turns.release(key)
         else:
             self.turns.submit(key, *turn)
-
-
-def engine_batching(searches: SearchQueue) -> dict[str, Any]:
-    """Engine calls and mean requests per call, for logs and benchmarks."""
-    return {"engine_calls": searches.calls, "requests_per_call": searches.requests / max(searches.calls, 1)}
