@@ -161,6 +161,25 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
     assert heldout.noise_prob == 0.0 and heldout.real_prob == engine.real_prob == 0.5
 
 
+def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
+    """A demo world's facts depend on its size: the default demo corpus (256 people) is another world than the
+    job's task (288 questions by default), so training against BM25 would search facts the questions never ask."""
+    from trl import ModelConfig
+
+    from zerosearch_trl.demo import make_demo_task
+    from zerosearch_trl.engines.base import SearchRequest
+    from zerosearch_trl.training.config import EngineArguments
+    from zerosearch_trl.training.job import build_engines
+
+    task = make_demo_task(40, seed=0)
+    engine, heldout = build_engines(EngineArguments(engine="bm25", search_top_k=3), ModelConfig(), task)
+    assert heldout is engine
+    assert len(engine) == len(task.corpus)
+    question, gold = task.dataset[0]["question"], task.dataset[0]["golden_answers"][0]
+    (documents,) = engine.search([SearchRequest(question)])
+    assert any(gold in document.text for document in documents), (question, gold, documents)
+
+
 @pytest.mark.slow
 def test_reinforce_against_bm25_runs_without_a_curriculum(tmp_path, tiny_model_dir, caplog):
     out = tmp_path / "bm25"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zerosearch_trl.engines.base import SearchEngine, validate_top_k
 
@@ -144,7 +144,11 @@ def check_engine_settings(settings: EngineSettings) -> None:
 
 
 def make_engine(
-    settings: EngineSettings, *, simulator: TextGenerator | None = None, real: SearchEngine | None = None
+    settings: EngineSettings,
+    *,
+    simulator: TextGenerator | None = None,
+    real: SearchEngine | None = None,
+    corpus: Any = None,
 ) -> SearchEngine:
     """The engine that ``settings`` describe: checked first, then built (index, simulator model, client).
 
@@ -153,6 +157,9 @@ def make_engine(
         simulator: an already built simulator generator to use instead of loading ``settings.simulator_model``
             (two engines can share one model's weights).
         real: hybrid only: an already built real engine to mix with the simulator instead of building one.
+        corpus: bm25/dense (and a hybrid's real part) without ``settings.corpus``: the passages to index (a
+            ``datasets.Dataset`` or list of ``{id, title, text}``) instead of the default demo world, e.g. the
+            corpus of the demo task the questions come from (a demo world's facts depend on its size).
 
     Example:
         >>> make_engine(EngineSettings(engine="remote", search_url="http://127.0.0.1:8000/retrieve")).name
@@ -167,10 +174,10 @@ def make_engine(
     if settings.engine == "simulated":
         return _simulated(settings, simulator, cache)
     if settings.engine != "hybrid":
-        return _cached(_real(settings, settings.engine), cache)
+        return _cached(_real(settings, settings.engine, corpus), cache)
     from zerosearch_trl.engines.hybrid import HybridEngine
 
-    real = real if real is not None else _cached(_real(settings, settings.real_engine), cache)
+    real = real if real is not None else _cached(_real(settings, settings.real_engine, corpus), cache)
     simulated = _simulated(settings, simulator, cache)
     return HybridEngine(real, simulated, real_prob=settings.real_prob, seed=settings.engine_seed)
 
@@ -226,9 +233,9 @@ def _cached(engine: SearchEngine, cache: SearchCache | None) -> SearchEngine:
     return CachedSearchEngine(engine, cache)
 
 
-def _real(settings: EngineSettings, kind: str) -> SearchEngine:
-    """A BM25 or dense engine (a saved index loaded, or one built from the corpus, the demo corpus by default), or a
-    client of a remote ``/retrieve`` server or a web search API."""
+def _real(settings: EngineSettings, kind: str, corpus: Any = None) -> SearchEngine:
+    """A BM25 or dense engine (a saved index loaded, or one built from the corpus: ``--corpus``, else ``corpus``,
+    else the default demo world's), or a client of a remote ``/retrieve`` server or a web search API."""
     if kind == "remote":
         from zerosearch_trl.engines.remote import RemoteSearchEngine
 
@@ -247,8 +254,8 @@ def _real(settings: EngineSettings, kind: str) -> SearchEngine:
         options = {}
     if settings.corpus and Engine.is_index(settings.corpus):
         return Engine.load(settings.corpus, top_k=settings.search_top_k, **options)
-    if settings.corpus:
-        engine = Engine.from_corpus(settings.corpus, top_k=settings.search_top_k, **options)
+    if settings.corpus or corpus is not None:
+        engine = Engine.from_corpus(settings.corpus or corpus, top_k=settings.search_top_k, **options)
     else:
         from zerosearch_trl.demo import make_demo_task
 

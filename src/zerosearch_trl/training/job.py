@@ -117,7 +117,7 @@ def train(
     probes = {"start": None if zero3 else probe(policy, questions, n_probe)}
     warm = run_warm_start(policy, task, questions, args)
     probes["after_warm_start"] = probe(policy, questions, n_probe) if warm and not zero3 else None
-    engine, heldout_engine = build_engines(args.engine, args.model)
+    engine, heldout_engine = build_engines(args.engine, args.model, task)
     guard = TrainingGuardCallback(tool_skip_drop=args.script.tool_skip_drop)
     trainer = build_trainer(policy, train_rows, engine, guard, args)
     if zero3:
@@ -213,23 +213,25 @@ def load_training_data(script_args: SearchScriptArguments, prompt_style: str) ->
     return train_rows, heldout, task
 
 
-def build_engines(engine_args: EngineArguments, model_args: Any) -> tuple[Any, Any]:
+def build_engines(engine_args: EngineArguments, model_args: Any, task: Any = None) -> tuple[Any, Any]:
     """``(engine, heldout_engine)``: the engine the policy trains against, and the yardstick of the held-out
     evaluation: the same settings without noise or cache, sharing the simulator's weights (and a hybrid's real
-    engine); a real engine serves both as it is."""
+    engine); a real engine serves both as it is. With the demo ``task`` and no ``--corpus``, a BM25/dense engine
+    indexes that task's own world (a default demo corpus of another size holds other facts)."""
     from zerosearch_trl.engines.factory import make_engine, make_simulator
 
     settings = engine_args
+    corpus = task.corpus if task is not None and not settings.corpus else None
     if settings.simulator_model == "policy":  # a frozen copy of the initial policy, loaded on its own
         settings = replace(settings, simulator_model=model_args.model_name_or_path or "default")
     if settings.engine not in ("simulated", "hybrid"):
-        engine = make_engine(settings)
+        engine = make_engine(settings, corpus=corpus)
         if settings.engine == "remote":  # a server that is down, or refuses the key, fails here, not mid-rollout
             remote = getattr(engine, "engine", engine)  # inside the result cache, if any
             logger.info("The retrieval server answers: %s", remote.health())
         return engine, engine
     simulator = make_simulator(settings)
-    engine = make_engine(settings, simulator=simulator)
+    engine = make_engine(settings, simulator=simulator, corpus=corpus)
     heldout = make_engine(replace(settings, cache_path=None), simulator=simulator, real=getattr(engine, "real", None))
     return engine, heldout
 
