@@ -232,3 +232,18 @@ def test_real_grpo_run_writes_one_line_per_logged_step(tmp_path, tokenizer):
     assert [event.guard for event in guard.events] == ["all_truncated"]  # 8 random tokens never reach EOS
     assert "- Step 1: `completions/clipped_ratio` is 1" in report
     assert summary_lines(tmp_path)[0].startswith("Run summary: 2 steps in ")
+
+
+def test_report_tabulates_and_plots_heldout_scores_per_engine(tmp_path):
+    heldout = {
+        "bm25": {"0": {"f1": 0.25, "exact_match": 0.2, "mean_searches": 1.0, "well_formed": 0.9}, "4": {"f1": 0.5}},
+        "simulator_told_answer": {"0": {"f1": 0.4}, "4": {"f1": float("nan")}},
+    }
+    report = write_report(tmp_path, [{"step": 1, "reward": 0.1}], heldout=heldout).read_text()
+    assert "| bm25 | 0 | 0.25 | 0.2 | 1 | 0.9 |" in report
+    assert "| bm25 | 4 | 0.5 | – | – | – |" in report
+    assert "| simulator_told_answer | 4 | nan |" in report
+    assert "![Held-out F1 per engine](plots/heldout_f1.png)" in report
+    assert (tmp_path / "plots" / "heldout_f1.png").stat().st_size > 0
+    markdown_only = write_report(tmp_path / "bare", [{"step": 1}], heldout=heldout, plots=False).read_text()
+    assert "| bm25 | 4 | 0.5 |" in markdown_only and "heldout_f1.png" not in markdown_only

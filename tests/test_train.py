@@ -62,6 +62,9 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--use_peft", "--lora_target_modules", "q_proj", "qkv"], "\\['qkv'\\] do not exist"),
         (["--per_device_train_batch_size", "6", "--num_generations", "4"], "divisible by num_generations \\(4\\)"),
         (["--use_peft", "--load_in_4bit", "--dtype", "auto"], "QLoRA computes in --dtype, which is 'auto'"),
+        (["--heldout_engines", "bm25,bm25"], "--heldout_engines 'bm25,bm25': name each of bm25, dense, simulated"),
+        (["--heldout_engines", "google"], "--heldout_engines 'google'.* e.g. --heldout_engines bm25,simulated"),
+        (["--heldout_engines", ","], "--heldout_engines ','"),
     ],
 )
 def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_dir, argv, message):
@@ -178,6 +181,31 @@ def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
     question, gold = task.dataset[0]["question"], task.dataset[0]["golden_answers"][0]
     (documents,) = engine.search([SearchRequest(question)])
     assert any(gold in document.text for document in documents), (question, gold, documents)
+
+
+def test_heldout_engines_names_the_yardsticks_in_order(tiny_model_dir):
+    from trl import ModelConfig
+
+    from zerosearch_trl.demo import make_demo_task
+    from zerosearch_trl.engines.base import engine_kind
+    from zerosearch_trl.training.config import EngineArguments
+    from zerosearch_trl.training.job import SIMULATOR_TOLD_ANSWER, build_engines, heldout_engines
+
+    task = make_demo_task(12, seed=0)
+    settings = EngineArguments(engine="bm25", search_top_k=2, simulator_model=str(tiny_model_dir), noise_prob=0.5)
+    engine, heldout = build_engines(settings, ModelConfig(), task)
+    engines = heldout_engines(engine, heldout, task, settings, "bm25, simulated")
+    assert list(engines) == ["bm25", SIMULATOR_TOLD_ANSWER]
+    assert engines["bm25"] is engine  # trained against BM25: scored against that very index
+    simulated = engines[SIMULATOR_TOLD_ANSWER]
+    assert engine_kind(simulated) == "simulated" and simulated.noise_prob == 0.0
+    assert simulated.generator.model.name_or_path == str(tiny_model_dir)
+    # A simulator-trained run scored against BM25 first: the demo task's own world, the simulator it trains with.
+    settings = EngineArguments(engine="simulated", search_top_k=2, simulator_model=str(tiny_model_dir))
+    engine, heldout = build_engines(settings, ModelConfig(), task)
+    engines = heldout_engines(engine, heldout, task, settings, "simulated,bm25")
+    assert list(engines) == [SIMULATOR_TOLD_ANSWER, "bm25"] and engines[SIMULATOR_TOLD_ANSWER] is heldout
+    assert len(engines["bm25"]) == len(task.corpus)
 
 
 @pytest.mark.slow

@@ -53,6 +53,9 @@ CPU_DEFAULTS: dict[str, Any] = {
 }
 """``GRPOConfig`` values the command uses unless a flag or the recipe sets them: small enough for two CPU cores."""
 
+HELDOUT_ENGINES = ("bm25", "dense", "simulated", "remote", "web")
+"""What ``--heldout_engines`` names; a real one searches ``--corpus`` (the demo task's world by default)."""
+
 ALGORITHMS = ("grpo", "reinforce", "ppo")
 """What ``--algorithm`` takes: TRL's ``GRPOTrainer``, :class:`~zerosearch_trl.training.reinforce.SearchReinforceTrainer` or
 :class:`~zerosearch_trl.training.ppo.SearchPPOTrainer`."""
@@ -123,6 +126,15 @@ class SearchScriptArguments(PromptArguments):
     )
     heldout_eval_steps: int | None = field(
         default=None, metadata={"help": "Also score them every N steps (default: start and end only)."}
+    )
+    heldout_engines: str | None = field(
+        default=None,
+        metadata={
+            "help": "Engines the held-out questions are scored against, comma-separated, the yardstick first: "
+            f"{', '.join(HELDOUT_ENGINES)} (e.g. bm25,simulated: the run's own sim-to-real gap); 'simulated' is "
+            "the noise-free simulator, told the answers (an upper bound). Default: a real engine over the same "
+            "facts (the engine itself, a hybrid's real part, BM25 over the demo corpus), then the simulator."
+        },
     )
     tool_skip_drop: float = field(
         default=0.3,
@@ -346,6 +358,7 @@ def check_config(
         raise ValueError(
             f"heldout_eval_steps must be >= 1 (or unset: start and end only), got {script_args.heldout_eval_steps}."
         )
+    heldout_engine_names(script_args.heldout_engines)
     if getattr(model_args, "use_peft", False):
         check_lora_targets(model_args.model_name_or_path, model_args.lora_target_modules)
     if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
@@ -357,6 +370,23 @@ def check_config(
             )
         if not torch.cuda.is_available():
             raise ValueError("QLoRA (load_in_4bit/load_in_8bit) needs a CUDA GPU; on CPU use LoRA (--use_peft).")
+
+
+def heldout_engine_names(value: str | None) -> list[str]:
+    """The names of ``--heldout_engines`` (``[]`` when unset), checked.
+
+    Example:
+        >>> heldout_engine_names("bm25, simulated")
+        ['bm25', 'simulated']
+    """
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in HELDOUT_ENGINES]
+    if unknown or len(set(names)) != len(names) or (value is not None and not names):
+        raise ValueError(
+            f"--heldout_engines {value!r}: name each of {', '.join(HELDOUT_ENGINES)} at most once, comma-separated, "
+            "e.g. --heldout_engines bm25,simulated."
+        )
+    return names
 
 
 def model_load_kwargs(model_args: Any) -> dict[str, Any]:

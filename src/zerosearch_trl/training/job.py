@@ -125,7 +125,8 @@ def train(
     add_curriculum(trainer, engine, args.curriculum)
     heldout_eval = None
     if args.script.heldout_eval and len(heldout):
-        engines = heldout_engines(engine, heldout_engine, task, args.engine)
+        settings = simulator_resolved(args.engine, args.model)
+        engines = heldout_engines(engine, heldout_engine, task, settings, args.script.heldout_engines)
         heldout_eval = add_heldout_eval(trainer, heldout, engines, policy, args)
     add_metrics_file(trainer, output_dir)
     # How the policy was prompted travels with it (every checkpoint, the final folder), so eval plays it alike.
@@ -220,10 +221,8 @@ def build_engines(engine_args: EngineArguments, model_args: Any, task: Any = Non
     indexes that task's own world (a default demo corpus of another size holds other facts)."""
     from zerosearch_trl.engines.factory import make_engine, make_simulator
 
-    settings = engine_args
+    settings = simulator_resolved(engine_args, model_args)
     corpus = task.corpus if task is not None and not settings.corpus else None
-    if settings.simulator_model == "policy":  # a frozen copy of the initial policy, loaded on its own
-        settings = replace(settings, simulator_model=model_args.model_name_or_path or "default")
     if settings.engine not in ("simulated", "hybrid"):
         engine = make_engine(settings, corpus=corpus)
         if settings.engine == "remote":  # a server that is down, or refuses the key, fails here, not mid-rollout
@@ -236,17 +235,36 @@ def build_engines(engine_args: EngineArguments, model_args: Any, task: Any = Non
     return engine, heldout
 
 
+def simulator_resolved(engine_args: EngineArguments, model_args: Any) -> EngineArguments:
+    """``engine_args`` with ``--simulator_model policy`` (a frozen copy of the initial policy, loaded on its own)
+    replaced by the policy's model."""
+    if engine_args.simulator_model != "policy":
+        return engine_args
+    return replace(engine_args, simulator_model=model_args.model_name_or_path or "default")
+
+
 SIMULATOR_TOLD_ANSWER = "simulator_told_answer"
 """The held-out column scored against the noise-free simulator: it is told each gold answer, so an upper bound."""
 
 
-def heldout_engines(engine: Any, heldout_engine: Any, task: Any, engine_args: EngineArguments) -> dict[str, Any]:
-    """The engines the held-out questions are scored against, the yardstick first: a real engine over the same
-    facts (the engine itself when it is real, a hybrid's real part, BM25 over the demo corpus for the demo task),
-    then the noise-free simulator, labelled :data:`SIMULATOR_TOLD_ANSWER`: it writes useful documents from the gold
-    answer, so its score is an upper bound, not a measure of search."""
+def heldout_engines(
+    engine: Any, heldout_engine: Any, task: Any, engine_args: EngineArguments, names: str | None = None
+) -> dict[str, Any]:
+    """The engines the held-out questions are scored against, the yardstick first: those ``names``
+    (``--heldout_engines``) when given, else a real engine over the same facts (the engine itself when it is real,
+    a hybrid's real part, BM25 over the demo corpus for the demo task), then the noise-free simulator, labelled
+    :data:`SIMULATOR_TOLD_ANSWER`: it writes useful documents from the gold answer, so its score is an upper bound,
+    not a measure of search."""
     from zerosearch_trl.engines.base import engine_kind
+    from zerosearch_trl.training.config import heldout_engine_names
 
+    if names:
+        return {
+            SIMULATOR_TOLD_ANSWER if name == "simulated" else name: named_engine(
+                name, engine, heldout_engine, task, engine_args
+            )
+            for name in heldout_engine_names(names)
+        }
     if engine_kind(engine) == "real":
         return {engine.name: engine}
     engines: dict[str, Any] = {}
@@ -264,6 +282,23 @@ def heldout_engines(engine: Any, heldout_engine: Any, task: Any, engine_args: En
         )
     engines[SIMULATOR_TOLD_ANSWER] = getattr(heldout_engine, "simulated", heldout_engine)
     return engines
+
+
+def named_engine(name: str, engine: Any, heldout_engine: Any, task: Any, engine_args: EngineArguments) -> Any:
+    """The held-out engine ``name``: the training engine's own (or a hybrid's part) when it is that engine, noise
+    free and uncached, else one built from the engine flags (a simulator loads its model; an index covers
+    ``--corpus``, or the demo task's world)."""
+    from zerosearch_trl.engines.base import engine_kind
+    from zerosearch_trl.engines.factory import make_engine
+
+    simulated = getattr(heldout_engine, "simulated", heldout_engine)
+    if name == "simulated" and engine_kind(simulated) == "simulated":
+        return simulated
+    for candidate in (engine, getattr(engine, "real", None)):
+        if candidate is not None and engine_kind(candidate) == "real" and candidate.name == name:
+            return candidate
+    settings = replace(engine_args, engine=name, cache_path=None, noise_prob=0.0, save_index=None)
+    return make_engine(settings, corpus=task.corpus if task is not None and not settings.corpus else None)
 
 
 def probe(policy: Policy, questions: Sequence[str], n_samples: int, trainer: Any = None) -> dict[str, float] | None:

@@ -82,6 +82,7 @@ def write_report(
     title: str = "zerosearch-trl training report",
     extra: Mapping[str, Any] | None = None,
     events: Iterable[object] | None = None,
+    heldout: Mapping[str, Mapping[Any, Mapping[str, Any]]] | None = None,
     plots: bool = True,
 ) -> Path:
     """Writes ``report.md`` and its PNG plots (under ``plots/``) into a run's output folder.
@@ -99,6 +100,9 @@ def write_report(
             values are shown as JSON.
         events: the training guards' events (``TrainingGuardCallback.events``), listed one per line;
             ``None`` leaves the section out.
+        heldout: held-out scores by engine, then by step (``summary.json``'s ``heldout_by_engine``): a table and,
+            with ``plots``, F1 per engine along the run (the run's own sim-to-real gap when it names a real engine
+            and the simulator).
         plots: draw the PNG plots (needs matplotlib); ``False`` writes the markdown alone.
 
     Returns:
@@ -132,6 +136,8 @@ def write_report(
     sections.append(_summary_section(rows, keys))
     if plots:
         sections.append(_plots_section(rows, keys, output_dir))
+    if heldout:
+        sections.append(_heldout_section(heldout, output_dir if plots else None))
     if events is not None:
         sections.append(["## Training guards", "", *([f"- {_cell(str(e))}" for e in events] or ["No guard fired."])])
     if extra:
@@ -214,6 +220,35 @@ def _plots_section(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], outpu
         lines += ["", f"### {plot.title}", "", f"![{plot.title}]({relative})"]
     if skipped:
         lines += ["", "Skipped (never logged): " + "; ".join(skipped) + "."]
+    return lines
+
+
+HELDOUT_COLUMNS = (("f1", "F1"), ("exact_match", "EM"), ("mean_searches", "searches"), ("well_formed", "well-formed"))
+
+
+def _heldout_section(heldout: Mapping[str, Mapping[Any, Mapping[str, Any]]], output_dir: Path | None) -> list[str]:
+    """The held-out scores per engine and step as a table, and their F1 as one plot (when ``output_dir``)."""
+    lines = [
+        "## Held-out scores (greedy)",
+        "",
+        "| Engine | Step | " + " | ".join(label for _, label in HELDOUT_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(HELDOUT_COLUMNS),
+    ]
+    series = {}
+    for engine, by_step in heldout.items():
+        steps = sorted(by_step, key=int)
+        for step in steps:
+            cells = " | ".join(_fmt(by_step[step].get(key)) for key, _ in HELDOUT_COLUMNS)
+            lines.append(f"| {_cell(engine)} | {step} | {cells} |")
+        points = [
+            (int(step), float(by_step[step]["f1"])) for step in steps if is_finite_number(by_step[step].get("f1"))
+        ]
+        series[engine] = ([step for step, _ in points], [value for _, value in points])
+    if output_dir is not None and any(steps for steps, _ in series.values()):
+        relative = f"{PLOTS_DIR}/heldout_f1.png"
+        (output_dir / PLOTS_DIR).mkdir(exist_ok=True)
+        _draw("Held-out F1 per engine", series, output_dir / relative)
+        lines += ["", f"![Held-out F1 per engine]({relative})"]
     return lines
 
 

@@ -100,7 +100,9 @@ def _write_and_print(
             {"script": asdict(args.script), "engine": asdict(args.engine), "curriculum": asdict(args.curriculum)}
         ),
     }
-    summary["report"] = str(write_report(output_dir, extra=details, events=guard.events))
+    summary["report"] = str(
+        write_report(output_dir, extra=details, events=guard.events, heldout=summary["heldout_by_engine"])
+    )
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     for line in summary_lines(output_dir / "metrics.jsonl"):
         print(line)
