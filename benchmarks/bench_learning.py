@@ -1,0 +1,207 @@
+"""Does it learn? The paper's claims in miniature on the demo world, with seeds: a grid of short training runs, each
+scored greedily on the same held-out questions against a real engine (BM25 over the demo corpus) and the
+noise-free simulator, at the start (after the warm start) and the end.
+
+    python benchmarks/bench_learning.py [--groups sim_to_real] [--seeds 0,1] [--steps 10] [--root runs/learning]
+    python benchmarks/bench_learning.py --replot
+
+Groups, in the order of the issue's priorities (each shares the baseline run, ``simulator``: the default job,
+trained against the embedded simulator with the paper's exponential curriculum, F1 + format rewards, GRPO):
+
+- ``sim_to_real``: ``simulator`` vs ``bm25`` (trained against BM25 itself, Search-R1's way);
+- ``curriculum``: vs ``fixed_noise`` (p = 0.25 throughout) and ``no_noise``;
+- ``rewards``: vs ``f1_only`` (the paper) and ``f1_small_format`` (format weighted 0.1);
+- ``algorithms``: vs ``reinforce`` and ``ppo``.
+
+Each run is ``zerosearch-trl train`` in its own process (embedded model, warm start, demo task: 256 training and
+32 held-out questions), one after the other. The grid resumes: a run whose ``summary.json`` records all its steps
+is read back, not rerun; an unfinished one is started again from scratch (its scores at step 0 exist only in the
+run's memory until it ends). ``results/learning.json`` is rewritten after each run, and ``learning.png`` draws the
+held-out F1 against BM25 at the start and the end, per condition, each seed a point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, write_result
+
+from zerosearch_trl.training.logs import read_metrics
+
+CONDITIONS: dict[str, list[str]] = {
+    "simulator": [],
+    "bm25": ["--engine", "bm25"],
+    "fixed_noise": ["--schedule", "constant", "--noise_start", "0.25"],
+    "no_noise": ["--schedule", "constant", "--noise_start", "0.0"],
+    "f1_only": ["--rewards", "f1"],
+    "f1_small_format": ["--rewards", "f1", "format", "--reward_weights", "1.0", "0.1"],
+    "reinforce": ["--algorithm", "reinforce"],
+    "ppo": ["--algorithm", "ppo"],
+}
+"""Each condition's flags on top of the default job."""
+
+GROUPS: dict[str, list[str]] = {
+    "sim_to_real": ["simulator", "bm25"],
+    "curriculum": ["simulator", "fixed_noise", "no_noise"],
+    "rewards": ["simulator", "f1_only", "f1_small_format"],
+    "algorithms": ["simulator", "reinforce", "ppo"],
+}
+YARDSTICK, UPPER_BOUND = "bm25", "simulator_told_answer"
+METRICS = ("f1", "exact_match", "mean_searches", "well_formed")
+NAME = "learning"
+
+
+def run_flags(condition: str, seed: int, steps: int, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "zerosearch_trl.cli", "train", *CONDITIONS[condition],
+        "--max_steps", str(steps), "--seed", str(seed), "--output_dir", str(out),
+        "--heldout_eval", "true", "--heldout_engines", f"{YARDSTICK},simulated",
+        "--save_strategy", "no", "--probe_samples", "0",
+    ]  # fmt: skip
+
+
+def finished(out: Path, steps: int) -> dict | None:
+    summary = out / "summary.json"
+    if not summary.is_file():
+        return None
+    data = json.loads(summary.read_text())
+    return data if data.get("steps") == steps and data.get("heldout_by_engine") else None
+
+
+def train(condition: str, seed: int, steps: int, out: Path) -> dict:
+    """The run's summary: read back when it finished earlier, else (re)run from scratch."""
+    summary = finished(out, steps)
+    if summary is not None:
+        return summary
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    started = time.monotonic()
+    with (out / "log.txt").open("w") as log:
+        code = subprocess.run(run_flags(condition, seed, steps, out), stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = (out / "log.txt").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{condition} seed {seed} failed ({code}) after {time.monotonic() - started:.0f} s:\n{tail}")
+    summary = finished(out, steps)
+    if summary is None:
+        raise RuntimeError(f"{condition} seed {seed} ended without all {steps} steps: see {out / 'log.txt'}")
+    return summary
+
+
+def run_record(summary: dict, out: Path) -> dict:
+    """One run's held-out scores (first and last evaluation, per engine) and its training curves."""
+    rows = [row for row in read_metrics(out) if "reward" in row]
+    scores = {}
+    for engine, by_step in summary["heldout_by_engine"].items():
+        steps = sorted(by_step, key=int)
+        scores[engine] = {
+            "start": {k: by_step[steps[0]].get(k) for k in METRICS},
+            "end": {k: by_step[steps[-1]].get(k) for k in METRICS},
+            "n": by_step[steps[-1]].get("n"),
+        }
+    return {
+        "heldout": scores,
+        "seconds": summary["seconds"],
+        "train_reward": [round(row["reward"], 4) for row in rows],
+        "train_searches_per_episode": [row.get("search/searches_per_episode") for row in rows],
+        "train_episodes_with_search": [row.get("search/episodes_with_search") for row in rows],
+        "train_f1": [row.get("rewards/f1_reward/mean") for row in rows],
+    }
+
+
+def aggregate(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per condition and engine: each metric's mean, min and max over seeds, at the start and the end, and the
+    change (end - start) of F1 per seed."""
+    table: dict[str, dict] = {}
+    for condition, seeds in runs.items():
+        engines = next(iter(seeds.values()))["heldout"].keys()
+        table[condition] = {"seeds": sorted(int(s) for s in seeds)}
+        for engine in engines:
+            cell = {}
+            for moment in ("start", "end"):
+                for metric in METRICS:
+                    values = [r["heldout"][engine][moment][metric] for r in seeds.values()]
+                    values = [v for v in values if v is not None]
+                    if values:
+                        cell[f"{metric}_{moment}"] = {
+                            "mean": round(statistics.fmean(values), 4),
+                            "min": round(min(values), 4),
+                            "max": round(max(values), 4),
+                        }
+            cell["f1_change_per_seed"] = [
+                round(r["heldout"][engine]["end"]["f1"] - r["heldout"][engine]["start"]["f1"], 4)
+                for r in seeds.values()
+            ]
+            table[condition][engine] = cell
+    return table
+
+
+def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 3.8), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for index, (condition, seeds) in enumerate(runs.items()):
+        for seed, record in seeds.items():
+            label = condition if seed == min(seeds) else None
+            for axes, engine in ((left, YARDSTICK), (right, UPPER_BOUND)):
+                if engine not in record["heldout"]:
+                    continue
+                start, end = (record["heldout"][engine][m]["f1"] for m in ("start", "end"))
+                axes.plot([0, 1], [start, end], marker="o", color=f"C{index}", alpha=0.8, label=label)
+    for axes, title in ((left, "against BM25 (the real engine)"), (right, "against the simulator (upper bound)")):
+        axes.set(title=title, ylabel="held-out F1 (greedy)", xticks=[0, 1], xticklabels=["start", "end"])
+        axes.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    figure.suptitle("Held-out F1 before and after RL, each line one seed")
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", default="sim_to_real", help=f"Comma-separated, of {', '.join(GROUPS)}.")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--steps", type=int, default=10, help="GRPO steps per run (16 episodes each).")
+    parser.add_argument("--root", type=Path, default=Path("runs/learning"), help="Where the runs live (resumable).")
+    parser.add_argument("--replot", action="store_true", help="Only redraw the plot from the results JSON.")
+    args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / f"{NAME}.json").read_text())["runs"], RESULTS / f"{NAME}.png")
+        return
+    unknown = [g for g in args.groups.split(",") if g not in GROUPS]
+    if unknown:
+        raise SystemExit(f"Unknown group(s) {unknown}: choose from {', '.join(GROUPS)}.")
+    conditions = list(dict.fromkeys(c for g in args.groups.split(",") for c in GROUPS[g]))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs: dict[str, dict[str, dict]] = {}
+    # Seed-major: a grid cut short still holds every condition of the first seeds.
+    for seed in seeds:
+        for condition in conditions:
+            out = args.root / condition / f"seed{seed}"
+            summary = train(condition, seed, args.steps, out)
+            runs.setdefault(condition, {})[str(seed)] = run_record(summary, out)
+            print(condition, seed, json.dumps(runs[condition][str(seed)]["heldout"]), flush=True)
+            plot(runs, RESULTS / f"{NAME}.png")
+            write_result(
+                NAME,
+                {
+                    "groups": args.groups.split(","),
+                    "steps": args.steps,
+                    "seeds": seeds,
+                    "flags": {c: CONDITIONS[c] for c in conditions},
+                    "yardstick": "BM25 over the demo task's corpus; the simulator (noise 0) is told the answers",
+                    "table": aggregate(runs),
+                    "runs": runs,
+                    "root": str(args.root),
+                },
+            )
+
+
+if __name__ == "__main__":
+    main()
