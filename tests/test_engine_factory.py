@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -29,6 +30,20 @@ def test_several_engines_by_name_and_a_remote_client():
     assert engines["bm25"].top_k == engines["remote"].top_k == 3  # bm25 over the generated demo corpus
 
 
+def test_server_timeout_and_retries_reach_every_client_that_calls_a_server():
+    from zerosearch_trl.engines.factory import make_simulator
+
+    settings = EngineSettings(
+        engine="remote", search_url="http://127.0.0.1:9/retrieve", server_timeout=2.5, server_retries=1
+    )
+    remote = make_engine(settings)
+    assert (remote._client.timeout, remote._client.max_retries) == (2.5, 1)
+    simulator = make_simulator(replace(settings, engine="simulated", simulator_base_url="http://127.0.0.1:9/v1"))
+    assert (simulator.client.timeout, simulator.client.max_retries) == (2.5, 1)
+    default = make_engine(replace(settings, server_timeout=None, server_retries=None))
+    assert (default._client.timeout, default._client.max_retries) == (30.0, 3)  # the client's own defaults
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -41,6 +56,8 @@ def test_several_engines_by_name_and_a_remote_client():
         (EngineSettings(engine="simulated", simulator_backend="openai"), "--simulator_base_url"),
         (EngineSettings(engine="simulated", noise_prob=1.5), "noise"),
         (EngineSettings(engine="bm25", corpus="/no/such/corpus.jsonl"), "does not exist"),
+        (EngineSettings(engine="remote", search_url="http://x/retrieve", server_timeout=0), "--server_timeout .* 0"),
+        (EngineSettings(engine="bm25", server_retries=-1), "--server_retries must be >= 0, got -1"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_built(settings, message):

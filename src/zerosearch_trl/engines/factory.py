@@ -101,6 +101,20 @@ class EngineSettings:
         },
     )
     web_provider: str = field(default="serper", metadata={"help": "web: the search API (key from its env variable)."})
+    server_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "remote, web and a served simulator: seconds to wait for one answer before retrying (default: "
+            "each client's own: 30 remote, 20 web, 120 simulator)."
+        },
+    )
+    server_retries: int | None = field(
+        default=None,
+        metadata={
+            "help": "remote, web and a served simulator: retries after a failed call, with back-off, before the "
+            "search is answered by the failure fallback (default: 3)."
+        },
+    )
     engine_seed: int = field(default=0, metadata={"help": "Seeds the simulator's and the hybrid's draws."})
 
 
@@ -115,6 +129,10 @@ def check_engine_settings(settings: EngineSettings) -> None:
         raise ValueError(f"--real_prob must be in [0, 1], got {settings.real_prob}.")
     if settings.corpus is not None and not Path(settings.corpus).exists():
         raise FileNotFoundError(f"--corpus {settings.corpus} does not exist: give a jsonl corpus or a saved index.")
+    if settings.server_timeout is not None and not settings.server_timeout > 0:
+        raise ValueError(f"--server_timeout must be > 0 seconds, got {settings.server_timeout}.")
+    if settings.server_retries is not None and settings.server_retries < 0:
+        raise ValueError(f"--server_retries must be >= 0, got {settings.server_retries}.")
     if settings.engine == "remote" and not settings.search_url:
         raise ValueError("--engine remote needs --search_url, e.g. http://127.0.0.1:8000/retrieve.")
     if settings.engine == "web":
@@ -196,6 +214,7 @@ def make_simulator(settings: EngineSettings) -> TextGenerator:
         model=settings.simulator_model,
         base_url=settings.simulator_base_url,
         batch_size=settings.simulator_batch_size,
+        **_server_options(settings),
     )
 
 
@@ -225,6 +244,12 @@ def _simulator_backend(settings: EngineSettings) -> str:
     return settings.simulator_backend or ("openai" if settings.simulator_base_url else "transformers")
 
 
+def _server_options(settings: EngineSettings) -> dict[str, Any]:
+    """The client's ``timeout``/``max_retries`` where the flags set them (each client keeps its own defaults)."""
+    options = {"timeout": settings.server_timeout, "max_retries": settings.server_retries}
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def _cached(engine: SearchEngine, cache: SearchCache | None) -> SearchEngine:
     if cache is None:
         return engine
@@ -239,11 +264,16 @@ def _real(settings: EngineSettings, kind: str, corpus: Any = None) -> SearchEngi
     if kind == "remote":
         from zerosearch_trl.engines.remote import RemoteSearchEngine
 
-        return RemoteSearchEngine(settings.search_url, top_k=settings.search_top_k)
+        return RemoteSearchEngine(settings.search_url, top_k=settings.search_top_k, **_server_options(settings))
     if kind == "web":
         from zerosearch_trl.engines.web import WebSearchEngine
 
-        return WebSearchEngine(settings.web_provider, top_k=settings.search_top_k, base_url=settings.search_url)
+        return WebSearchEngine(
+            settings.web_provider,
+            top_k=settings.search_top_k,
+            base_url=settings.search_url,
+            **_server_options(settings),
+        )
     if kind == "dense":
         from zerosearch_trl.engines.dense import DenseEngine as Engine
 

@@ -14,6 +14,8 @@ def make_generator(
     base_url: str | None = None,
     batch_size: int = 16,
     max_concurrency: int = 8,
+    timeout: float | None = None,
+    max_retries: int | None = None,
 ) -> TextGenerator:
     """Create a :class:`~zerosearch_trl.generation.base.TextGenerator`.
 
@@ -25,6 +27,8 @@ def make_generator(
         base_url: the server's API root, for ``"openai"``.
         batch_size: prompts per ``generate`` call, for ``"transformers"``.
         max_concurrency: requests in flight, for ``"openai"``.
+        timeout: seconds per request, for ``"openai"`` (``None``: the client's default).
+        max_retries: retries per request, for ``"openai"`` (``None``: the client's default).
 
     Raises:
         ValueError: unknown backend, or a missing ``base_url`` for ``"openai"``; raised before any model loads.
@@ -39,8 +43,11 @@ def make_generator(
             raise ValueError("The 'openai' backend needs base_url, e.g. --base_url http://localhost:8000/v1.")
         from zerosearch_trl.generation.openai import OpenAIGenerator
 
+        options = {
+            key: value for key, value in (("timeout", timeout), ("max_retries", max_retries)) if value is not None
+        }
         return OpenAIGenerator(
-            base_url, model=None if model in (None, "default") else model, max_concurrency=max_concurrency
+            base_url, model=None if model in (None, "default") else model, max_concurrency=max_concurrency, **options
         )
     if backend == "vllm":
         from zerosearch_trl.generation.vllm import VLLMGenerator
