@@ -85,7 +85,15 @@ def test_a_search_r1_client_reads_the_answer(bm25_url):
 
 def test_health_and_bad_requests(bm25_url):
     health = RemoteSearchEngine(bm25_url).health()
-    assert health == {"status": "ok", "engine": "bm25", "top_k": 3, "max_concurrency": 4, "in_flight": 0}
+    assert health == {
+        "status": "ok",
+        "engine": "bm25",
+        "top_k": 3,
+        "max_concurrency": 4,
+        "in_flight": 0,
+        "waiting": 0,
+        "max_queued": 64,
+    }
     with pytest.raises(RemoteSearchError, match=r"refused the request: HTTP 400.*at most 3 documents"):
         RemoteSearchEngine(bm25_url, top_k=5, max_retries=0).search(REQUESTS[:1])
     misaligned = {"queries": ["a", "b"], "golden_answers": [["x"]]}
@@ -204,6 +212,28 @@ def test_one_engine_call_per_request_and_bounded_concurrency():
             results = list(pool.map(lambda i: remote.search([SearchRequest(f"p{i}")]), range(6)))
     assert [r[0][0].text for r in results] == [f"p{i}" for i in range(6)]
     assert engine.most_running == 2  # six clients at once, two engine calls at a time
+
+
+def test_past_the_queue_a_request_gets_503_with_retry_after_at_once_and_a_client_backs_off_into_a_slot():
+    engine = Recording(delay=0.6)
+    with background_server(engine, max_concurrency=1, max_queued=1) as url:
+
+        def post(i):
+            started = time.monotonic()
+            answer = requests.post(f"{url}/retrieve", json={"queries": [f"q{i}"]}, timeout=30)
+            return answer.status_code, answer.headers.get("Retry-After"), time.monotonic() - started
+
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(post, range(5)))
+        busy = [a for a in answers if a[0] == 503]
+        assert sorted(a[0] for a in answers if a[0] != 503) == [200, 200]  # one running, one waiting
+        assert len(busy) == 3 and all(retry == "1" and seconds < 0.5 for _, retry, seconds in busy)  # no hang
+        health = requests.get(f"{url}/health", timeout=10).json()
+        assert (health["in_flight"], health["waiting"], health["max_queued"]) == (0, 0, 1)
+        with ThreadPoolExecutor(4) as pool:  # the client honours Retry-After and gets through
+            remote = RemoteSearchEngine(url, top_k=1, max_retries=6, backoff=0.05)
+            results = list(pool.map(lambda i: remote.search([SearchRequest(f"r{i}")]), range(4)))
+    assert [r[0][0].text for r in results] == [f"r{i}" for i in range(4)]
 
 
 def test_engine_failure_answers_the_notice_with_an_error():

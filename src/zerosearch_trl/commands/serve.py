@@ -12,6 +12,7 @@ from zerosearch_trl.engines.access import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUERIES,
     DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_MAX_QUEUED,
     SERVE_API_KEY_ENV,
     is_loopback,
 )
@@ -50,6 +51,9 @@ class ServeConfig:
         default=DEFAULT_MAX_QUERY_CHARS, metadata={"help": "Characters per query (413 beyond)."}
     )
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "Body size (413 beyond)."})
+    max_queued: int = field(
+        default=DEFAULT_MAX_QUEUED, metadata={"help": "Requests waiting for an engine slot (503 + Retry-After beyond)."}
+    )
     allow_unauthenticated: bool = field(
         default=False,
         metadata={
@@ -99,7 +103,7 @@ def check_config(config: ServeConfig) -> None:
     """Raise a ValueError naming the first bad setting, before any index builds or model loads."""
     if config.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {config.engine!r}.")
-    for name in ("max_concurrency", "max_queries", "max_query_chars", "max_body_bytes"):
+    for name in ("max_concurrency", "max_queries", "max_query_chars", "max_body_bytes", "max_queued"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(config, name)}.")
     if not is_loopback(config.host) and not os.environ.get(SERVE_API_KEY_ENV) and not config.allow_unauthenticated:
@@ -132,6 +136,6 @@ def main(argv: Sequence[str]) -> int:
     serve(
         engine, host=config.host, port=config.port, log_level=config.log_level, api_key=api_key,
         max_concurrency=config.max_concurrency, max_queries=config.max_queries,
-        max_query_chars=config.max_query_chars, max_body_bytes=config.max_body_bytes,
+        max_query_chars=config.max_query_chars, max_body_bytes=config.max_body_bytes, max_queued=config.max_queued,
     )  # fmt: skip
     return 0

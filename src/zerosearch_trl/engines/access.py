@@ -19,6 +19,13 @@ DEFAULT_MAX_QUERY_CHARS = 2048
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """Bytes one request body may hold (4 MiB: thousands of queries with their questions and gold answers)."""
 
+DEFAULT_MAX_QUEUED = 64
+"""Requests that may wait for an engine slot; one more is answered 503 with ``Retry-After`` at once (a client
+backs off and retries) instead of joining a queue that only grows."""
+
+RETRY_AFTER_SECONDS = 1
+"""What a 503 from a full queue asks a client to wait."""
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` reaches only this machine (``127.0.0.0/8``, ``::1``, ``localhost``).

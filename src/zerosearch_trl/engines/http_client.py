@@ -18,6 +18,8 @@ import requests
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 10.0
+"""The longest a server's ``Retry-After`` may make a client wait before its next attempt (seconds)."""
 _EXCERPT = 200  # characters of a bad answer quoted in an error
 
 
@@ -82,10 +84,11 @@ class JSONClient:
         Raises:
             SearchServerError: (``error``) after the retries, or at once for a refused request or an answer that is not JSON.
         """
-        problem = ""
+        problem, asked = "", 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
+                # A busy server's Retry-After is honoured, capped so one answer cannot stall a rollout.
+                delay = max(self.backoff * 2 ** (attempt - 1), min(asked, MAX_RETRY_AFTER))
                 logger.warning("%s: %s; retry %d in %.2f s", self.what, problem, attempt, delay)
                 time.sleep(delay)
             try:
@@ -95,6 +98,7 @@ class JSONClient:
                 continue
             if response.status_code in RETRY_STATUS:
                 problem = self._mask(f"HTTP {response.status_code} {excerpt(response.text)}")
+                asked = retry_after(response.headers.get("Retry-After"))
                 continue
             if response.status_code >= 400:
                 raise self._error(
@@ -143,3 +147,16 @@ class _MaskSecrets(logging.Filter):
 def with_path(url: str, path: str) -> str:
     """``url`` with its path replaced (and its query dropped)."""
     return urlunsplit(urlsplit(url)._replace(path=path, query=""))
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds a ``Retry-After`` header asks for (0 when absent, or given as an HTTP date: the back-off decides).
+
+    Example:
+        >>> retry_after("2"), retry_after(None), retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
+        (2.0, 0.0, 0.0)
+    """
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0

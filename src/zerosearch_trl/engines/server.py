@@ -46,6 +46,8 @@ from zerosearch_trl.engines.access import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUERIES,
     DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_MAX_QUEUED,
+    RETRY_AFTER_SECONDS,
     SERVE_API_KEY_ENV,
 )
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, search_documents
@@ -69,6 +71,7 @@ def create_app(
     max_queries: int = DEFAULT_MAX_QUERIES,
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_queued: int = DEFAULT_MAX_QUEUED,
     api_key: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``engine`` (run it with uvicorn, or :func:`serve`).
@@ -76,6 +79,7 @@ def create_app(
     Args:
         engine: any search engine.
         max_concurrency: engine calls running at once; further requests wait their turn.
+        max_queued: requests that may wait; beyond, HTTP 503 with ``Retry-After`` at once (never a hang).
         max_queries: the most queries one request may carry (HTTP 413 beyond).
         max_query_chars: the most characters in one query (HTTP 413 beyond).
         max_body_bytes: the largest request body (HTTP 413 beyond).
@@ -92,7 +96,7 @@ def create_app(
         '"Lyon"\\nLyon is in France.'
     """
     limits = {"max_concurrency": max_concurrency, "max_queries": max_queries, "max_query_chars": max_query_chars,
-              "max_body_bytes": max_body_bytes}  # fmt: skip
+              "max_body_bytes": max_body_bytes, "max_queued": max_queued}  # fmt: skip
     bad = {name: value for name, value in limits.items() if not isinstance(value, int) or value < 1}
     if bad:
         raise ValueError(f"Server limits must be integers >= 1, got {bad}.")
@@ -114,7 +118,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> Any:
         # Made here, inside the server's event loop, which it would otherwise bind to on first contention.
         app.state.semaphore = asyncio.Semaphore(max_concurrency)
-        app.state.in_flight = 0
+        app.state.in_flight = app.state.waiting = 0
         yield
 
     app = FastAPI(title=f"zerosearch-trl {engine.name} search", lifespan=lifespan)
@@ -127,6 +131,8 @@ def create_app(
             "top_k": engine.top_k,
             "max_concurrency": max_concurrency,
             "in_flight": app.state.in_flight,
+            "waiting": app.state.waiting,
+            "max_queued": max_queued,
         }
 
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
@@ -150,12 +156,24 @@ def create_app(
                 413, f"A query holds at most {max_query_chars} characters, got one of {longest} (send a search query)."
             )
         requests = _requests(body)
-        async with app.state.semaphore:
-            app.state.in_flight += 1
-            try:
-                results, failed = await run_in_threadpool(search_documents, engine, requests)
-            finally:
-                app.state.in_flight -= 1
+        if app.state.waiting >= max_queued:
+            raise HTTPException(
+                503,
+                f"Busy: {max_concurrency} engine calls running and {max_queued} requests waiting; retry after "
+                f"{RETRY_AFTER_SECONDS} s (RemoteSearchEngine does), or start the server with a larger --max_queued.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        app.state.waiting += 1
+        try:
+            await app.state.semaphore.acquire()
+        finally:  # a client that went away while it waited leaves the queue too
+            app.state.waiting -= 1
+        app.state.in_flight += 1
+        try:
+            results, failed = await run_in_threadpool(search_documents, engine, requests)
+        finally:
+            app.state.in_flight -= 1
+            app.state.semaphore.release()
         answer: dict[str, Any] = {"result": [[_hit(d, body.return_scores) for d in docs[:topk]] for docs in results]}
         if failed:
             answer["error"] = f"the {engine.name} engine failed; see the server's log"
