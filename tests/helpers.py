@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -179,3 +180,69 @@ class GenerateAsTurns:
 
     def reset(self) -> None:
         self.waiting = []
+
+
+class FaultProxy:
+    """A real HTTP proxy on loopback in front of ``upstream`` that injects one kind of fault at a time (set
+    :attr:`mode`): ``"pass"`` forwards; ``"down"`` drops the connection unanswered (a server that died); ``"slow"``
+    answers only after ``slow_seconds`` (past a client's timeout); ``"garbage"`` answers 200 with HTML; ``"error"``
+    answers 500. :attr:`counts` holds the requests seen per mode. Tests and ``benchmarks/bench_reliability.py``
+    use it to fault a ``zerosearch-trl serve`` or an OpenAI-compatible simulator server mid-run."""
+
+    MODES = ("pass", "down", "slow", "garbage", "error")
+
+    def __init__(self, upstream, slow_seconds=5.0):
+        import collections
+
+        import requests
+
+        proxy = self
+        self.upstream, self.slow_seconds, self.mode = upstream.rstrip("/"), slow_seconds, "pass"
+        self.counts = collections.Counter()
+        self._lock = threading.Lock()
+
+        class Handler(JSONHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                try:
+                    self._forward()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first (a "slow" answer past its timeout): nothing left to send
+
+            def _forward(self):
+                with proxy._lock:
+                    mode = proxy.mode
+                    proxy.counts[mode] += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if mode == "down":
+                    self.close_connection = True  # no status line: the client sees the connection drop
+                    return
+                if mode == "slow":
+                    time.sleep(proxy.slow_seconds)
+                if mode == "garbage":
+                    return self.answer(200, "<html><body>502 Bad Gateway (nginx)</body></html>")
+                if mode == "error":
+                    return self.answer(500, {"detail": "injected fault"})
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                try:
+                    reply = requests.request(
+                        self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=120
+                    )
+                except requests.RequestException as error:
+                    return self.answer(502, {"detail": f"upstream unreachable: {error}"})
+                self.send_response(reply.status_code)
+                for key in ("Content-Type", "Retry-After"):
+                    if key in reply.headers:
+                        self.send_header(key, reply.headers[key])
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            do_GET = do_POST = forward
+
+        self._server = LoopbackServer(Handler)
+        self.url = self._server.url
+
+    def close(self):
+        self._server.close()

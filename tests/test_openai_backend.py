@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FaultProxy
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 from zerosearch_trl.generation import GenerationParams, OpenAIGenerator, ServerUnreachableError
@@ -147,3 +148,42 @@ def test_credentials_in_the_url_never_reach_messages():
     with pytest.raises(ServerUnreachableError) as error:
         generator.generate(["hi"], GenerationParams(max_new_tokens=2))
     assert "s3cret" not in str(error.value) and "s3cret" not in generator.fingerprint
+
+
+PREFILLED = [{"role": "user", "content": "Write a search result."}, {"role": "assistant", "content": "Doc 1 (Title:"}]
+
+
+def test_a_server_that_refuses_vllms_fields_gets_the_plain_schema_and_prefills_still_continue(server, caplog):
+    """`transformers serve` answers 422 to continue_final_message and to sampling extras (the simulator's prefilled
+    prompts sent both, so every simulated search over it fell back): the generator switches to the plain schema."""
+    _, url = server
+    generator = OpenAIGenerator(url, max_retries=0, timeout=60)
+    params = GenerationParams(max_new_tokens=4, top_k=5)
+    with caplog.at_level("WARNING"):
+        (prefilled,) = generator.generate([PREFILLED], params)
+    assert prefilled.finish_reason != "error" and generator.plain_schema
+    assert "refuses fields outside the OpenAI schema" in caplog.text and "['top_k'] are dropped" in caplog.text
+    (chat,) = generator.generate([PREFILLED[:1]], params)
+    assert chat.finish_reason != "error"
+
+
+def test_a_faulty_simulator_server_costs_fallback_documents_never_the_call(server):
+    """Each fault kind between the engine and a real server (proxy on loopback): a dropped connection, an answer
+    past the timeout, HTML instead of JSON, a 500. The search still returns top_k documents, flagged fallback."""
+    _, url = server
+    proxy = FaultProxy(url.removesuffix("/v1"), slow_seconds=3.0)
+    try:
+        generator = OpenAIGenerator(f"{proxy.url}/v1", max_retries=0, timeout=1.0)
+        engine = SimulatedSearchEngine(generator, top_k=2, max_new_tokens=4, max_retries=1, retry_backoff=0.01)
+        params = GenerationParams(max_new_tokens=4)
+        assert generator.generate([PREFILLED], params)[0].finish_reason != "error"
+        for mode in ("down", "slow", "garbage", "error"):
+            proxy.mode = mode
+            assert generator.generate([PREFILLED], params)[0].finish_reason == "error", mode
+            (documents,) = engine.search([SearchRequest(f"during {mode}")])
+            assert len(documents) == 2 and all(d.meta["fallback"] for d in documents), mode
+            assert proxy.counts[mode] >= 1, mode
+        proxy.mode = "pass"
+        assert generator.generate([PREFILLED], params)[0].finish_reason != "error"
+    finally:
+        proxy.close()

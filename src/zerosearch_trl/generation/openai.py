@@ -5,12 +5,20 @@ exponential back-off. A request that still fails becomes a ``Generation`` with `
 server that dies mid-run costs its caller a retry or a fallback, not the run; a server that cannot be reached
 on the very first call raises at once, with the fix in the message. The API key is read from the environment
 and never logged.
+
+Servers differ in what they take beyond the OpenAI schema. vLLM and SGLang take sampling extras (``top_k``,
+``min_p``, ``repetition_penalty``) and continue a final assistant message (``continue_final_message``), which the
+simulator's prefilled prompts need; ``transformers serve`` refuses any of them (HTTP 422). On that refusal the
+generator switches, once and for good, to the plain schema: sampling extras are dropped (a warning names them) and
+a prefilled chat is rendered to text with the served model's chat template and sent to ``/v1/completions``, so it
+is still continued, not answered anew.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -82,6 +90,9 @@ class OpenAIGenerator:
         )
         self._answered = False
         self.tokenizer = tokenizer
+        self.plain_schema = False  # set when the server refuses fields outside the OpenAI schema (HTTP 422)
+        self._unprocessable = openai.UnprocessableEntityError
+        self._lock = threading.Lock()
 
     @property
     def fingerprint(self) -> str:
@@ -147,16 +158,26 @@ class OpenAIGenerator:
             extra["min_p"] = params.min_p
         if params.repetition_penalty != 1.0:
             extra["repetition_penalty"] = params.repetition_penalty
+        if not isinstance(prompt, str) and is_prefilled(prompt):  # continue the final assistant message (our prefill)
+            extra.update(continue_final_message=True, add_generation_prompt=False)
+        plain = self.plain_schema
         try:
+            if plain and "continue_final_message" in extra:
+                prompt = self._chat_as_text(prompt)
+            if plain:
+                extra = {}
             if isinstance(prompt, str):
                 choice = self.client.completions.create(prompt=prompt, extra_body=extra or None, **common).choices[0]
                 text = choice.text or ""
             else:
-                if is_prefilled(prompt):  # continue the final assistant message (our prefill)
-                    extra.update(continue_final_message=True, add_generation_prompt=False)
                 response = self.client.chat.completions.create(messages=prompt, extra_body=extra or None, **common)
                 choice = response.choices[0]
                 text = choice.message.content or ""
+        except self._unprocessable as error:
+            if plain or not extra:
+                return error
+            self._use_plain_schema(extra, error)
+            return self._one(prompt, params)
         except Exception as error:  # one bad response (API error, malformed body) fails its row, not the batch
             return error
         # The OpenAI API drops the stop string; vLLM reports which one fired as `stop_reason`: restore it.
@@ -165,6 +186,35 @@ class OpenAIGenerator:
             text += stop_reason
         finish = "length" if choice.finish_reason == "length" else "stop"
         return Generation(text=text, finish_reason=finish)
+
+    def _use_plain_schema(self, extra: dict[str, Any], error: Exception) -> None:
+        with self._lock:
+            if self.plain_schema:
+                return
+            self.plain_schema = True
+        dropped = sorted(set(extra) - {"continue_final_message", "add_generation_prompt"})
+        logger.warning(
+            "%s refuses fields outside the OpenAI schema (%s): from now on %sprefilled chats go to /v1/completions "
+            "as text rendered with the served model's chat template.",
+            self.display_url,
+            str(error)[:200],
+            f"the sampling options {dropped} are dropped and " if dropped else "",
+        )
+
+    def _chat_as_text(self, messages: Any) -> str:
+        """A prefilled chat as the text the server's model continues (its own chat template, final message open)."""
+        with self._lock:
+            if self.tokenizer is None:
+                from zerosearch_trl.models import load_tokenizer
+
+                try:
+                    self.tokenizer = load_tokenizer(self.model)
+                except OSError as error:
+                    raise ValueError(
+                        f"The server at {self.display_url} cannot continue a prefilled chat and the tokenizer of "
+                        f"{self.model!r} cannot be loaded here to render it: pass OpenAIGenerator(..., tokenizer=tok)."
+                    ) from error
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, continue_final_message=True)
 
     def _first_model(self) -> str:
         try:
