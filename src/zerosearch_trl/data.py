@@ -76,8 +76,13 @@ def load_qa_dataset(
         raise QADataError(f"{name}: found columns {sorted(columns)}, expected {_EXPECTED}.")
     keep_id = "id" in columns
 
-    def to_row(row: dict[str, Any]) -> dict[str, Any]:
+    def to_row(row: dict[str, Any], index: int) -> dict[str, Any]:
         question, golds = convert(row)
+        if not question:
+            raise QADataError(
+                f"{name}: row {index} has no question (got {row.get('question', row.get('extra_info'))!r}): give "
+                "each row its question as text, or drop the row."
+            )
         out = {
             "prompt": build_policy_prompt(question, prompt_style),
             "question": question,
@@ -89,8 +94,21 @@ def load_qa_dataset(
         return out
 
     # In memory and uncached: QA sets are small, and a stale on-disk cache would hide a change of prompt code.
+    text = datasets.Value("string")
+    features = datasets.Features(
+        {
+            "prompt": datasets.List({"role": text, "content": text}),
+            "question": text,
+            "golden_answers": datasets.List(text),
+            "data_source": text,
+            **({"id": text} if keep_id else {}),
+        }
+    )
+    # The output's types are given: a column the rows reuse (``question``) would otherwise keep the file's type.
     rows = raw.map(
         to_row,
+        features=features,
+        with_indices=True,
         remove_columns=raw.column_names,
         keep_in_memory=True,
         load_from_cache_file=False,
@@ -165,7 +183,7 @@ def _flashrag_row(row: dict[str, Any]) -> tuple[str, list[str]]:
     golds = row.get("golden_answers")
     if golds is None:
         golds = row.get("answer", row.get("answers"))
-    return str(row["question"]).strip(), as_gold_list(golds)
+    return _text(row["question"]), as_gold_list(golds)
 
 
 def _verl_row(row: dict[str, Any]) -> tuple[str, list[str]]:
@@ -176,4 +194,13 @@ def _verl_row(row: dict[str, Any]) -> tuple[str, list[str]]:
         question = users[-1] if users else ""
     ground_truth = (row.get("reward_model") or {}).get("ground_truth")
     golds = as_gold_list(ground_truth) or as_gold_list(extra.get("answer"))
-    return str(question).strip(), golds
+    return _text(question), golds
+
+
+def _text(value: Any) -> str:
+    """A question as text: a string stripped, a number written out; anything else (None, a list...) is no question."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""

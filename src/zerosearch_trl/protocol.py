@@ -68,7 +68,8 @@ def parse_action(text: str) -> Action:
     """Parse the first complete ``<search>`` or ``<answer>`` action of one generated turn.
 
     A nested opening tag (``<search> a <search> b </search>``) resolves to the innermost content; a missing
-    closing tag (a truncated generation) or empty content is invalid. Never raises.
+    closing tag (a truncated generation), empty content or content holding another protocol tag is invalid. Never
+    raises.
 
     Args:
         text: the text the policy generated in this turn (never the prompt).
@@ -83,7 +84,7 @@ def parse_action(text: str) -> Action:
     kind, content = match.group(1), match.group(2)
     # For "<search> a <search> b </search>" the non-greedy match spans both openings: keep the innermost part.
     content = content.rsplit(f"<{kind}>", 1)[-1].strip()
-    if not content:
+    if not content or _TAG.search(content):  # empty, or holding another tag ("<answer><search></answer>")
         return Action("invalid", "", 0)
     return Action(kind, content, match.end())  # type: ignore[arg-type]
 

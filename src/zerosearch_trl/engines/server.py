@@ -117,8 +117,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         # Made here, inside the server's event loop, which it would otherwise bind to on first contention.
-        app.state.semaphore = asyncio.Semaphore(max_concurrency)
-        app.state.in_flight = app.state.waiting = 0
+        app.state.admission = _Admission(max_concurrency, max_queued)
         yield
 
     app = FastAPI(title=f"zerosearch-trl {engine.name} search", lifespan=lifespan)
@@ -130,8 +129,8 @@ def create_app(
             "engine": engine.name,
             "top_k": engine.top_k,
             "max_concurrency": max_concurrency,
-            "in_flight": app.state.in_flight,
-            "waiting": app.state.waiting,
+            "in_flight": app.state.admission.in_flight,
+            "waiting": app.state.admission.waiting,
             "max_queued": max_queued,
         }
 
@@ -156,30 +155,45 @@ def create_app(
                 413, f"A query holds at most {max_query_chars} characters, got one of {longest} (send a search query)."
             )
         requests = _requests(body)
-        if app.state.waiting >= max_queued:
-            raise HTTPException(
-                503,
-                f"Busy: {max_concurrency} engine calls running and {max_queued} requests waiting; retry after "
-                f"{RETRY_AFTER_SECONDS} s (RemoteSearchEngine does), or start the server with a larger --max_queued.",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        app.state.waiting += 1
-        try:
-            await app.state.semaphore.acquire()
-        finally:  # a client that went away while it waited leaves the queue too
-            app.state.waiting -= 1
-        app.state.in_flight += 1
-        try:
+        async with app.state.admission:
             results, failed = await run_in_threadpool(search_documents, engine, requests)
-        finally:
-            app.state.in_flight -= 1
-            app.state.semaphore.release()
         answer: dict[str, Any] = {"result": [[_hit(d, body.return_scores) for d in docs[:topk]] for docs in results]}
         if failed:
             answer["error"] = f"the {engine.name} engine failed; see the server's log"
         return answer
 
     return app
+
+
+class _Admission:
+    """At most ``max_concurrency`` engine calls at once and ``max_queued`` requests waiting for one; a request past
+    that is answered 503 with ``Retry-After`` at once. Made inside the server's event loop (its semaphore binds to
+    the loop it first waits in)."""
+
+    def __init__(self, max_concurrency: int, max_queued: int) -> None:
+        self.max_concurrency, self.max_queued = max_concurrency, max_queued
+        self.semaphore = asyncio.Semaphore(max_concurrency)
+        self.in_flight = self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self.waiting >= self.max_queued:
+            raise HTTPException(
+                503,
+                f"Busy: {self.max_concurrency} engine calls running and {self.max_queued} requests waiting; retry "
+                f"after {RETRY_AFTER_SECONDS} s (RemoteSearchEngine does), or start the server with a larger "
+                "--max_queued.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        self.waiting += 1
+        try:
+            await self.semaphore.acquire()
+        finally:  # a client that went away while it waited leaves the queue too
+            self.waiting -= 1
+        self.in_flight += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.in_flight -= 1
+        self.semaphore.release()
 
 
 class _BodyLimit:

@@ -1,0 +1,218 @@
+"""Engine faults in a real training run: the servers behind the engine fail while GRPO is in its rollouts.
+
+    python benchmarks/bench_engine_faults.py [--steps 3] [--phases retrieval,simulator] [--seed 0]
+
+Two phases, each a ``zerosearch-trl train`` run of the embedded model (its warm start on, so that it searches):
+
+- ``retrieval``: ``--engine remote`` against our own ``serve`` (BM25 over the demo task's corpus);
+- ``simulator``: ``--engine simulated`` against the embedded model served by ``transformers serve`` (OpenAI API).
+
+Between the run and its server sits a fault-injecting proxy on loopback (``tests/helpers.FaultProxy``). While the
+run trains, a controller cycles through the fault kinds, each for a window after a healthy one: ``down`` (the
+connection dropped unanswered), ``slow`` (answers past the client's timeout), ``garbage`` (HTML instead of JSON),
+``error`` (HTTP 500) and ``restart`` (the server process stopped, then started again). Reports, per phase: the
+faults injected per kind (windows and requests that met them), whether the run finished all its steps, and the
+searches answered by a fallback (``search/engine_failures`` and ``search/simulator_fallbacks`` summed over the
+steps) out of all searches. Writes ``results/reliability_engine_faults.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from common import write_result
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import FaultProxy  # noqa: E402  (the tests' proxy: one definition for both)
+from zerosearch_trl.demo import make_demo_task  # noqa: E402
+from zerosearch_trl.models import default_model_path  # noqa: E402
+from zerosearch_trl.training.logs import read_metrics  # noqa: E402
+
+KINDS = ("down", "slow", "garbage", "error", "restart")
+TIMEOUT = {"retrieval": 5.0, "simulator": 60.0}  # the client's, per request: a healthy answer comes well within
+HEALTH = {"retrieval": "/health", "simulator": "/v1/models"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Upstream:
+    """The real server of a phase, in its own process group, that the controller can stop and start again."""
+
+    def __init__(self, phase: str, work: Path) -> None:
+        self.phase, self.port, self.work = phase, free_port(), work
+        self.url, self.process = f"http://127.0.0.1:{self.port}", None
+        if phase == "retrieval":  # the demo task's own world, as the job's questions ask about it
+            corpus = work / "corpus.jsonl"
+            with corpus.open("w") as file:
+                for row in make_demo_task(256 + 32, seed=0).corpus:
+                    file.write(json.dumps(row) + "\n")
+            self.command = [sys.executable, "-m", "zerosearch_trl.cli", "serve", "--corpus", str(corpus),
+                            "--port", str(self.port), "--top_k", "5"]  # fmt: skip
+        else:
+            executable = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
+            self.command = [executable, "serve", str(default_model_path()), "--port", str(self.port),
+                            "--host", "127.0.0.1"]  # fmt: skip
+
+    def start(self) -> float:
+        started = time.monotonic()
+        log = open(self.work / f"{self.phase}-server.log", "a")  # noqa: SIM115 (the child writes to it)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)  # fmt: skip
+        while time.monotonic() - started < 300:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command[:4]} exited: see {log.name}")
+            try:
+                with urllib.request.urlopen(self.url + HEALTH[self.phase], timeout=2) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"{self.phase} server not healthy within 300 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+class Controller(threading.Thread):
+    """Cycles the fault kinds over the proxy (and the upstream, for ``restart``) until stopped."""
+
+    def __init__(
+        self, proxy: FaultProxy, upstream: Upstream, rng: random.Random, healthy: float, faulty: float, after: Path
+    ):
+        super().__init__(daemon=True)
+        self.proxy, self.upstream, self.rng, self.after = proxy, upstream, rng, after
+        self.healthy, self.faulty = healthy, faulty
+        self.windows = {kind: 0 for kind in KINDS}
+        self.restart_seconds: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        # Faults start once the warm start is saved: the run's start-up checks (health, first model list) may fail
+        # fast by design; what is measured is a run already in its RL rollouts.
+        while not self.after.exists():
+            if self.halt.wait(1.0):
+                return
+        kinds = list(KINDS)
+        while not self.halt.wait(self.healthy * self.rng.uniform(0.5, 1.5)):
+            kind = kinds[sum(self.windows.values()) % len(kinds)]
+            self.windows[kind] += 1
+            if kind == "restart":
+                self.upstream.stop()
+                self.halt.wait(self.faulty)
+                self.restart_seconds.append(round(self.upstream.start(), 1))
+                continue
+            self.proxy.mode = kind
+            self.halt.wait(self.faulty)
+            self.proxy.mode = "pass"
+
+
+def train_command(phase: str, proxy_url: str, out: Path, steps: int) -> list[str]:
+    engine = (
+        ["--engine", "remote", "--search_url", f"{proxy_url}/retrieve"]
+        if phase == "retrieval"
+        else ["--engine", "simulated", "--simulator_base_url", f"{proxy_url}/v1"]
+    )
+    return [
+        sys.executable, "-m", "zerosearch_trl.cli", "train", *engine,
+        "--server_timeout", str(TIMEOUT[phase]), "--server_retries", "1",
+        "--max_steps", str(steps), "--output_dir", str(out), "--save_strategy", "no", "--probe_samples", "0",
+    ]  # fmt: skip
+
+
+def phase_run(phase: str, work: Path, steps: int, rng: random.Random, healthy: float, faulty: float) -> dict:
+    upstream = Upstream(phase, work)
+    upstream.start()
+    proxy = FaultProxy(upstream.url, slow_seconds=TIMEOUT[phase] + 5)
+    out = work / phase
+    controller = Controller(proxy, upstream, rng, healthy, faulty, after=out / "warm_start" / "model")
+    started = time.monotonic()
+    try:
+        with (work / f"{phase}-train.log").open("w") as log:
+            process = subprocess.Popen(train_command(phase, proxy.url, out, steps), stdout=log,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+            controller.start()
+            code = process.wait()
+    finally:
+        controller.halt.set()
+        controller.join()
+        proxy.close()
+        upstream.stop()
+    rows = [r for r in read_metrics(out) if "reward" in r] if (out / "metrics.jsonl").exists() else []
+    episodes = [r.get("search/searches_per_episode", 0.0) for r in rows]
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    return {
+        "returncode": code,
+        "steps_finished": len(rows),
+        "steps_wanted": steps,
+        "summary_steps": summary.get("steps"),
+        "seconds": round(time.monotonic() - started, 1),
+        "fault_windows": controller.windows,
+        "requests_faulted": {kind: proxy.counts[kind] for kind in KINDS if kind != "restart"},
+        "requests_passed": proxy.counts["pass"],
+        "restart_seconds": controller.restart_seconds,
+        "searches_per_episode_by_step": episodes,
+        "engine_failures": sum(r.get("search/engine_failures", 0.0) for r in rows),
+        "simulator_fallbacks": sum(r.get("search/simulator_fallbacks", 0.0) for r in rows),
+        "log_tail": (work / f"{phase}-train.log").read_text(errors="replace")[-1500:] if code else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--phases", default="retrieval,simulator")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--healthy", type=float, default=20.0, help="Mean seconds between faults.")
+    parser.add_argument("--faulty", type=float, default=12.0, help="Seconds each fault lasts.")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="zs-engine-faults-"))
+    phases = {}
+    for phase in args.phases.split(","):
+        phases[phase] = phase_run(phase, work, args.steps, rng, args.healthy, args.faulty)
+        print(phase, json.dumps({k: v for k, v in phases[phase].items() if k != "log_tail"}), flush=True)
+    write_result(
+        "reliability_engine_faults",
+        {
+            "settings": {
+                "steps": args.steps,
+                "seed": args.seed,
+                "healthy_seconds": args.healthy,
+                "fault_seconds": args.faulty,
+                "client_timeout": TIMEOUT,
+                "client_retries": 1,
+            },  # fmt: skip
+            "runs_finished": sum(p["returncode"] == 0 and p["steps_finished"] == args.steps for p in phases.values()),
+            "runs": len(phases),
+            "phases": phases,
+            "work": str(work),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
