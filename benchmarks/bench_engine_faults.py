@@ -120,13 +120,13 @@ class Controller(threading.Thread):
         while not self.halt.wait(self.healthy * self.rng.uniform(0.5, 1.5)):
             kind = kinds[sum(self.windows.values()) % len(kinds)]
             self.windows[kind] += 1
+            self.proxy.mode = kind  # "restart": forwarded, to a server that is not there for a while
             if kind == "restart":
                 self.upstream.stop()
                 self.halt.wait(self.faulty)
                 self.restart_seconds.append(round(self.upstream.start(), 1))
-                continue
-            self.proxy.mode = kind
-            self.halt.wait(self.faulty)
+            else:
+                self.halt.wait(self.faulty)
             self.proxy.mode = "pass"
 
 
@@ -171,7 +171,7 @@ def phase_run(phase: str, work: Path, steps: int, rng: random.Random, healthy: f
         "summary_steps": summary.get("steps"),
         "seconds": round(time.monotonic() - started, 1),
         "fault_windows": controller.windows,
-        "requests_faulted": {kind: proxy.counts[kind] for kind in KINDS if kind != "restart"},
+        "requests_faulted": {kind: proxy.counts[kind] for kind in KINDS},
         "requests_passed": proxy.counts["pass"],
         "restart_seconds": controller.restart_seconds,
         "searches_per_episode_by_step": episodes,

@@ -186,7 +186,8 @@ class FaultProxy:
     """A real HTTP proxy on loopback in front of ``upstream`` that injects one kind of fault at a time (set
     :attr:`mode`): ``"pass"`` forwards; ``"down"`` drops the connection unanswered (a server that died); ``"slow"``
     answers only after ``slow_seconds`` (past a client's timeout); ``"garbage"`` answers 200 with HTML; ``"error"``
-    answers 500. :attr:`counts` holds the requests seen per mode. Tests and ``benchmarks/bench_reliability.py``
+    answers 500; any other mode forwards, counted under its name (``"restart"``: while the caller restarts the
+    upstream, whose absence the proxy reports as 502). :attr:`counts` holds the requests seen per mode. Tests and ``benchmarks/bench_reliability.py``
     use it to fault a ``zerosearch-trl serve`` or an OpenAI-compatible simulator server mid-run."""
 
     MODES = ("pass", "down", "slow", "garbage", "error")
