@@ -7,13 +7,15 @@ Two phases, each a ``zerosearch-trl train`` run of the embedded model (its warm 
 - ``retrieval``: ``--engine remote`` against our own ``serve`` (BM25 over the demo task's corpus);
 - ``simulator``: ``--engine simulated`` against the embedded model served by ``transformers serve`` (OpenAI API).
 
-Between the run and its server sits a fault-injecting proxy on loopback (``tests/helpers.FaultProxy``). While the
-run trains, a controller cycles through the fault kinds, each for a window after a healthy one: ``down`` (the
-connection dropped unanswered), ``slow`` (answers past the client's timeout), ``garbage`` (HTML instead of JSON),
-``error`` (HTTP 500) and ``restart`` (the server process stopped, then started again). Reports, per phase: the
-faults injected per kind (windows and requests that met them), whether the run finished all its steps, and the
-searches answered by a fallback (``search/engine_failures`` and ``search/simulator_fallbacks`` summed over the
-steps) out of all searches. Writes ``results/reliability_engine_faults.json``.
+Between the run and its server sits a fault-injecting proxy on loopback (``tests/helpers.FaultProxy``). Once the
+run is in its RL steps, the proxy faults ``--fault-rate`` of the requests, the kinds in turn: ``down`` (the
+connection dropped unanswered), ``slow`` (answered past the client's timeout), ``garbage`` (HTML instead of JSON),
+``error`` (HTTP 500); and a controller stops the server process every ``--healthy`` seconds or so and starts it
+again (``restart``; the requests meanwhile meet a 502). Reports, per phase: the requests that met each fault kind,
+the restarts, whether the run finished all its steps, and the searches answered by a fallback
+(``search/engine_failures``: a remote search answered by the failure notice; ``search/simulator_fallbacks``: a
+simulated search answered by placeholders, which malformed simulator output also causes) out of all searches.
+Writes ``results/reliability_engine_faults.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from zerosearch_trl.training.logs import read_metrics  # noqa: E402
 
 KINDS = ("down", "slow", "garbage", "error", "restart")
 TIMEOUT = {"retrieval": 5.0, "simulator": 60.0}  # the client's, per request: a healthy answer comes well within
+EPISODES_PER_STEP = 4  # the job's CPU default: one question, four samples
 HEALTH = {"retrieval": "/health", "simulator": "/v1/models"}
 
 
@@ -106,7 +109,6 @@ class Controller(threading.Thread):
         super().__init__(daemon=True)
         self.proxy, self.upstream, self.rng, self.after = proxy, upstream, rng, after
         self.healthy, self.faulty = healthy, faulty
-        self.windows = {kind: 0 for kind in KINDS}
         self.restart_seconds: list[float] = []
         self.halt = threading.Event()
 
@@ -116,18 +118,13 @@ class Controller(threading.Thread):
         while not self.after.exists():
             if self.halt.wait(1.0):
                 return
-        kinds = list(KINDS)
+        self.proxy.mode = "mixed"
         while not self.halt.wait(self.healthy * self.rng.uniform(0.5, 1.5)):
-            kind = kinds[sum(self.windows.values()) % len(kinds)]
-            self.windows[kind] += 1
-            self.proxy.mode = kind  # "restart": forwarded, to a server that is not there for a while
-            if kind == "restart":
-                self.upstream.stop()
-                self.halt.wait(self.faulty)
-                self.restart_seconds.append(round(self.upstream.start(), 1))
-            else:
-                self.halt.wait(self.faulty)
-            self.proxy.mode = "pass"
+            self.proxy.mode = "restart"  # forwarded, to a server that is not there for a while
+            self.upstream.stop()
+            self.halt.wait(self.faulty)
+            self.restart_seconds.append(round(self.upstream.start(), 1))
+            self.proxy.mode = "mixed"
 
 
 def train_command(phase: str, proxy_url: str, out: Path, steps: int) -> list[str]:
@@ -139,14 +136,17 @@ def train_command(phase: str, proxy_url: str, out: Path, steps: int) -> list[str
     return [
         sys.executable, "-m", "zerosearch_trl.cli", "train", *engine,
         "--server_timeout", str(TIMEOUT[phase]), "--server_retries", "1",
-        "--max_steps", str(steps), "--output_dir", str(out), "--save_strategy", "no", "--probe_samples", "0",
+        "--max_steps", str(steps), "--per_device_train_batch_size", str(EPISODES_PER_STEP),
+        "--output_dir", str(out), "--save_strategy", "no", "--probe_samples", "0",
     ]  # fmt: skip
 
 
-def phase_run(phase: str, work: Path, steps: int, rng: random.Random, healthy: float, faulty: float) -> dict:
+def phase_run(
+    phase: str, work: Path, steps: int, rng: random.Random, healthy: float, faulty: float, fault_rate: float, seed: int
+) -> dict:
     upstream = Upstream(phase, work)
     upstream.start()
-    proxy = FaultProxy(upstream.url, slow_seconds=TIMEOUT[phase] + 5)
+    proxy = FaultProxy(upstream.url, slow_seconds=TIMEOUT[phase] + 5, fault_rate=fault_rate, seed=seed)
     out = work / phase
     controller = Controller(proxy, upstream, rng, healthy, faulty, after=out / "warm_start" / "model")
     started = time.monotonic()
@@ -170,9 +170,9 @@ def phase_run(phase: str, work: Path, steps: int, rng: random.Random, healthy: f
         "steps_wanted": steps,
         "summary_steps": summary.get("steps"),
         "seconds": round(time.monotonic() - started, 1),
-        "fault_windows": controller.windows,
         "requests_faulted": {kind: proxy.counts[kind] for kind in KINDS},
         "requests_passed": proxy.counts["pass"],
+        "searches": round(sum(r.get("search/searches_per_episode", 0.0) * EPISODES_PER_STEP for r in rows)),
         "restart_seconds": controller.restart_seconds,
         "searches_per_episode_by_step": episodes,
         "engine_failures": sum(r.get("search/engine_failures", 0.0) for r in rows),
@@ -186,14 +186,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--phases", default="retrieval,simulator")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--healthy", type=float, default=20.0, help="Mean seconds between faults.")
-    parser.add_argument("--faulty", type=float, default=12.0, help="Seconds each fault lasts.")
+    parser.add_argument("--fault-rate", type=float, default=0.4, help="Share of requests that meet a fault.")
+    parser.add_argument("--healthy", type=float, default=60.0, help="Mean seconds between restarts.")
+    parser.add_argument("--faulty", type=float, default=8.0, help="Seconds the server stays down at a restart.")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="zs-engine-faults-"))
     phases = {}
     for phase in args.phases.split(","):
-        phases[phase] = phase_run(phase, work, args.steps, rng, args.healthy, args.faulty)
+        phases[phase] = phase_run(phase, work, args.steps, rng, args.healthy, args.faulty, args.fault_rate, args.seed)
         print(phase, json.dumps({k: v for k, v in phases[phase].items() if k != "log_tail"}), flush=True)
     write_result(
         "reliability_engine_faults",

@@ -167,7 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", default="sim_to_real", help=f"Comma-separated, of {', '.join(GROUPS)}.")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--steps", type=int, default=10, help="GRPO steps per run (16 episodes each).")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="RL steps per run (4 episodes each: one question, 4 samples)."
+    )
     parser.add_argument("--root", type=Path, default=Path("runs/learning"), help="Where the runs live (resumable).")
     parser.add_argument("--replot", action="store_true", help="Only redraw the plot from the results JSON.")
     args = parser.parse_args()

@@ -186,20 +186,29 @@ class FaultProxy:
     """A real HTTP proxy on loopback in front of ``upstream`` that injects one kind of fault at a time (set
     :attr:`mode`): ``"pass"`` forwards; ``"down"`` drops the connection unanswered (a server that died); ``"slow"``
     answers only after ``slow_seconds`` (past a client's timeout); ``"garbage"`` answers 200 with HTML; ``"error"``
-    answers 500; any other mode forwards, counted under its name (``"restart"``: while the caller restarts the
-    upstream, whose absence the proxy reports as 502). :attr:`counts` holds the requests seen per mode. Tests and ``benchmarks/bench_reliability.py``
+    answers 500; ``"mixed"`` draws each request's fault (with probability ``fault_rate``, the kinds in turn; else
+    it passes), so that a sparse stream of requests still meets every kind; any other mode forwards, counted under
+    its name (``"restart"``: while the caller restarts the upstream, whose absence the proxy reports as 502).
+    :attr:`counts` holds the requests seen per mode (per drawn kind in ``"mixed"``). Tests and ``benchmarks/bench_reliability.py``
     use it to fault a ``zerosearch-trl serve`` or an OpenAI-compatible simulator server mid-run."""
 
     MODES = ("pass", "down", "slow", "garbage", "error")
 
-    def __init__(self, upstream, slow_seconds=5.0):
+    def __init__(self, upstream, slow_seconds=5.0, fault_rate=0.4, seed=0):
         import collections
+        import itertools
+        import random
 
         import requests
 
         proxy = self
         self.upstream, self.slow_seconds, self.mode = upstream.rstrip("/"), slow_seconds, "pass"
         self.counts = collections.Counter()
+        rng, kinds = random.Random(seed), itertools.cycle(self.MODES[1:])
+
+        def draw():
+            return next(kinds) if rng.random() < fault_rate else "pass"
+
         self._lock = threading.Lock()
 
         class Handler(JSONHandler):
@@ -213,7 +222,7 @@ class FaultProxy:
 
             def _forward(self):
                 with proxy._lock:
-                    mode = proxy.mode
+                    mode = draw() if proxy.mode == "mixed" else proxy.mode
                     proxy.counts[mode] += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if mode == "down":
