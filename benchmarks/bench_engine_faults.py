@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--phases", default="retrieval,simulator")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="reliability_engine_faults", help="results/<name>.json")
     parser.add_argument("--fault-rate", type=float, default=0.4, help="Share of requests that meet a fault.")
     parser.add_argument("--healthy", type=float, default=60.0, help="Mean seconds between restarts.")
     parser.add_argument("--faulty", type=float, default=8.0, help="Seconds the server stays down at a restart.")
@@ -197,7 +198,7 @@ def main() -> None:
         phases[phase] = phase_run(phase, work, args.steps, rng, args.healthy, args.faulty, args.fault_rate, args.seed)
         print(phase, json.dumps({k: v for k, v in phases[phase].items() if k != "log_tail"}), flush=True)
     write_result(
-        "reliability_engine_faults",
+        args.name,
         {
             "settings": {
                 "steps": args.steps,

@@ -6,11 +6,12 @@ limits.
 Phase ``bm25``: ``serve`` (BM25 over the demo corpus, the default limits) in its own process; for each client count,
 that many threads post one-query ``/retrieve`` requests back to back for ``--seconds``. Reports requests/s, p50 and
 p99 latency, errors (anything but HTTP 200, target 0), and the server's resident memory before and after all the
-load (no growth beyond the allocator's warm-up).
+load (after a warm-up; no growth expected).
 
 Phase ``simulator``: ``serve --engine simulated`` (the embedded model writing documents, seconds per request on a
 CPU) with ``--max_concurrency 1 --max_queued 4``, hit by more clients than it can hold: every request must end
-(HTTP 200, or 503 with ``Retry-After`` at once, never a hang); reports how many of each and the slowest answer.
+(HTTP 200, or 503 with ``Retry-After`` at once, never a hang); reports how many of each, the slowest answer and
+memory before (after a warm-up request) and after. ``errors`` counts anything but 200 and 503 (target 0 in both).
 Writes ``results/serve_load.json``.
 """
 
@@ -121,7 +122,8 @@ def hammer(url: str, queries: list[str], clients: int, seconds: float, timeout: 
         "max_ms": round(max(elapsed for _, elapsed in latencies) * 1000, 1),
         "slowest_503_ms": round(max(refused) * 1000, 1) if refused else None,
         "statuses": dict(statuses),
-        "errors": sum(n for status, n in statuses.items() if status != "200"),
+        "busy_503": statuses["503"],
+        "errors": sum(n for status, n in statuses.items() if status not in ("200", "503")),
         "retry_after": dict(retry_after),
     }
 
@@ -151,6 +153,7 @@ def main() -> None:
         flags = ["--engine", "simulated", "--top_k", "3", "--max_concurrency", "1", "--max_queued", "4"]
         process, url = start_serve(flags, work / "simulator.log")
         try:
+            hammer(url, questions, 1, 1.0, timeout=600)  # warm-up: the first generations size the caches
             before = rss_mib(process)
             level = hammer(url, questions, args.simulator_clients, args.seconds * 3, timeout=600)
             result["simulator"] = {"limits": "max_concurrency 1, max_queued 4", "load": level,
