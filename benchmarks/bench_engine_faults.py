@@ -203,14 +203,16 @@ def main() -> None:
             "settings": {
                 "steps": args.steps,
                 "seed": args.seed,
-                "healthy_seconds": args.healthy,
-                "fault_seconds": args.faulty,
+                "fault_rate": args.fault_rate,
+                "seconds_between_restarts": args.healthy,
+                "seconds_down_per_restart": args.faulty,
                 "client_timeout": TIMEOUT,
                 "client_retries": 1,
             },  # fmt: skip
             "runs_finished": sum(p["returncode"] == 0 and p["steps_finished"] == args.steps for p in phases.values()),
             "runs": len(phases),
             "phases": phases,
+            "command": " ".join(["python", "benchmarks/bench_engine_faults.py", *sys.argv[1:]]),
             "work": str(work),
         },
     )
