@@ -99,6 +99,8 @@ def _expected(hint: Any, value: Any) -> str | None:
             return None
         return " or ".join(problems) + (" or null" if len(options) < len(arguments) else "")
     if origin is list and len(arguments) == 1 and arguments[0] in _SIMPLE:
+        if isinstance(value, str):  # one string where a list is typed: PEFT's lora_target_modules: all-linear
+            return None
         if isinstance(value, list) and all(_expected(arguments[0], item) is None for item in value):
             return None
         return f"a list of {_PLURAL[arguments[0]]}"
