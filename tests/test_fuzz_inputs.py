@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -163,3 +164,31 @@ def test_a_mistyped_or_unknown_recipe_key_fails_in_the_parser_naming_it(tmp_path
     for key, value in recipe.items():
         held = next(getattr(c, key) for c in (script, engine, training) if hasattr(c, key))
         assert type(held) is type(value) or isinstance(held, (float, list, str)), (key, value, held)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"per_device_train_batch_size": None}, "per_device_train_batch_size: expected an integer, got None"),
+        ({"max_steps": [1, 2]}, r"max_steps: expected an integer, got \[1, 2\] \(list\)"),
+        ({"rewards": 5}, "rewards: expected a list of strings, got 5"),
+        ({"heldout_engines": 3}, "heldout_engines: expected a string or null, got 3"),
+        ({"seed": 1.5}, "seed: expected an integer, got 1.5"),
+    ],
+)
+def test_a_mistyped_recipe_value_is_named_before_any_config_is_built(tmp_path, recipe, message):
+    from zerosearch_trl.commands.train import make_parser
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match=message):
+        make_parser().parse_args_and_config(["--config", str(path)])
+
+
+def test_recipe_strings_are_still_converted_by_argparse(tmp_path):
+    from zerosearch_trl.commands.train import make_parser
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("learning_rate: 1e-5\nmax_steps: '7'\nlora_target_modules: all-linear\n")  # YAML: 1e-5 is a str
+    _, _, _, training, model = make_parser().parse_args_and_config(["--config", str(path)])
+    assert (training.learning_rate, training.max_steps, model.lora_target_modules) == (1e-5, 7, "all-linear")
