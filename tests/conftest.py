@@ -62,7 +62,7 @@ def scripted_policies_turn_by_turn(monkeypatch):
     batching); any other model gets the real continuous generator."""
     from helpers import GenerateAsTurns
     from zerosearch_trl.generation import continuous
-    from zerosearch_trl.rollout import loop
+    from zerosearch_trl.rollout import policy
 
     real = continuous.ContinuousTransformersGenerator
 
@@ -71,5 +71,5 @@ def scripted_policies_turn_by_turn(monkeypatch):
             return GenerateAsTurns(model, tokenizer)
         return real(model, tokenizer, **kwargs)
 
-    monkeypatch.setattr(loop, "ContinuousTransformersGenerator", turns_for)  # training's rollout
+    monkeypatch.setattr(policy, "ContinuousTransformersGenerator", turns_for)  # training's rollout
     monkeypatch.setattr(continuous, "ContinuousTransformersGenerator", turns_for)  # evaluation looks it up here

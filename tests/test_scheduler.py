@@ -20,7 +20,7 @@ from test_rollout import SCRIPTS, RecordingEngine, make_trainer, qa_dataset, scr
 from zerosearch_trl.generation.base import GenerationParams
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator, supports_continuous_batching
 from zerosearch_trl.generation.transformers import TransformersGenerator
-from zerosearch_trl.rollout import loop, make_search_rollout
+from zerosearch_trl.rollout import make_search_rollout, policy
 
 PROMPTS = [
     "The capital of France is",
@@ -161,7 +161,7 @@ def play_both_ways(tokenizer, questions, engine_factory=RecordingEngine, max_com
         rollout = make_search_rollout(engine_factory(), max_turns=2, continuous_batching=continuous)
         trainer = make_trainer(model, tokenizer, dataset, rollout, max_completion_length)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(loop, "ContinuousTransformersGenerator", spy)
+            patch.setattr(policy, "ContinuousTransformersGenerator", spy)
             outputs.append(rollout(list(dataset["prompt"]), trainer))
     return outputs[0], outputs[1], made[0]
 
@@ -250,7 +250,7 @@ def test_a_real_grpo_step_on_the_continuous_path(tmp_path, tokenizer, monkeypatc
         made.append(ContinuousTransformersGenerator(model, tokenizer, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(loop, "ContinuousTransformersGenerator", spy)
+    monkeypatch.setattr(policy, "ContinuousTransformersGenerator", spy)
     rollout = make_search_rollout(RecordingEngine(), max_turns=1, max_turn_tokens=24, max_observation_tokens=96)
     outputs = []
 

@@ -17,7 +17,7 @@ from test_rollout import RecordingEngine, qa_dataset
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
 from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
-from zerosearch_trl.rollout import loop, make_search_rollout
+from zerosearch_trl.rollout import make_search_rollout, policy
 
 made: list[ContinuousTransformersGenerator] = []
 
@@ -28,7 +28,7 @@ def spy(model, tokenizer, **kwargs):
 
 
 def main(out: Path) -> None:
-    loop.ContinuousTransformersGenerator = spy
+    policy.ContinuousTransformersGenerator = spy
     tokenizer = load_tokenizer(default_model_path())
     folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
     make_tiny_model(tokenizer).save_pretrained(folder)

@@ -37,7 +37,6 @@ from typing import Any
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.environment import SimulatedSearchEnv
 from zerosearch_trl.generation.base import Generation, GenerationParams
-from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
 from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
@@ -60,12 +59,10 @@ from zerosearch_trl.rollout.episode import (
 )
 from zerosearch_trl.rollout.metrics import engine_counters, log_search_metrics
 from zerosearch_trl.rollout.policy import (
-    can_batch_continuously,
     check_generation_flags,
     colocated_vllm_awake,
-    generate_with_trainer,
-    hf_generation_model,
     policy_backend,
+    turn_generator,
 )
 from zerosearch_trl.rollout.registry import GoldRegistry
 from zerosearch_trl.rollout.scheduler import EpisodeScheduler, LockstepTurns, SearchQueue, TurnGenerator
@@ -165,21 +162,7 @@ class SearchRollout:
         with ExitStack() as stack:
             if backend == "colocate":
                 stack.enter_context(colocated_vllm_awake(trainer))
-            if self.continuous_batching is not False and can_batch_continuously(trainer, backend):
-                model = stack.enter_context(hf_generation_model(trainer))
-                generate: GenerateIds | TurnGenerator = ContinuousTransformersGenerator(model, tokenizer)
-            elif self.continuous_batching:
-                raise ValueError(
-                    "make_search_rollout(continuous_batching=True) needs HF generation with every parameter on each "
-                    "process (not ZeRO-3 or FSDP) and a model with full-attention caches; this trainer uses "
-                    f"{backend!r} generation in {trainer.accelerator.num_processes} process(es). Leave "
-                    "continuous_batching unset to pick what the trainer allows."
-                )
-            else:
-
-                def generate(inputs: list[list[int]], turn_params: GenerationParams) -> list[Generation] | None:
-                    return generate_with_trainer(trainer, tokenizer, inputs, turn_params, backend, eos_ids)
-
+            generate = turn_generator(trainer, tokenizer, backend, eos_ids, stack, self.continuous_batching)
             searches = self.play(
                 episodes,
                 generate,

@@ -8,12 +8,12 @@ through TRL's client, the main process generating every process's rows in one re
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
 from zerosearch_trl.generation.base import Generation, GenerationParams
-from zerosearch_trl.generation.continuous import supports_continuous_batching
+from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator, supports_continuous_batching
 from zerosearch_trl.generation.transformers import TransformersGenerator
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
 
@@ -183,3 +183,35 @@ def _generate_hf(trainer: Any, tokenizer: Any, inputs: list[list[int]], params: 
             return []
         generator = TransformersGenerator(model, tokenizer, batch_size=len(inputs))
         return generator.generate_ids(inputs, params)
+
+
+def turn_generator(
+    trainer: Any,
+    tokenizer: Any,
+    backend: str,
+    eos_ids: Iterable[int],
+    stack: ExitStack,
+    continuous: bool | None = None,
+) -> Any:
+    """What plays the episodes' turns for this trainer: a :class:`ContinuousTransformersGenerator` over the
+    trainer's model (entered into ``stack`` for the rollout) where :func:`can_batch_continuously` allows it and
+    ``continuous`` is not ``False``; else a batched ``generate(inputs, params)`` through the trainer's own
+    generation (the lockstep path: ZeRO-3, FSDP, vLLM).
+
+    Raises:
+        ValueError: ``continuous=True`` where the trainer does not allow it.
+    """
+    if continuous is not False and can_batch_continuously(trainer, backend):
+        return ContinuousTransformersGenerator(stack.enter_context(hf_generation_model(trainer)), tokenizer)
+    if continuous:
+        raise ValueError(
+            "make_search_rollout(continuous_batching=True) needs HF generation with every parameter on each "
+            "process (not ZeRO-3 or FSDP) and a model with full-attention caches; this trainer uses "
+            f"{backend!r} generation in {trainer.accelerator.num_processes} process(es). Leave "
+            "continuous_batching unset to pick what the trainer allows."
+        )
+
+    def generate(inputs: list[list[int]], params: GenerationParams) -> list[Generation] | None:
+        return generate_with_trainer(trainer, tokenizer, inputs, params, backend, eos_ids)
+
+    return generate
