@@ -275,3 +275,20 @@ def test_a_real_grpo_step_on_the_continuous_path(tmp_path, tokenizer, monkeypatc
     assert all(t == 2 for t in map(len, out["policy_turns"]))
     assert made[0].stats["reused_tokens"] > 0
     assert trainer.state.global_step == 1
+
+
+def test_the_trainer_decides_the_turn_generator_and_forcing_continuous_where_it_cannot_is_named(tokenizer):
+    from contextlib import ExitStack
+
+    from zerosearch_trl.rollout.policy import turn_generator
+
+    model = make_tiny_model(tokenizer)
+    dataset = qa_dataset(["Where is Alpha?"])
+    rollout = make_search_rollout(RecordingEngine(), max_turns=1)
+    trainer = make_trainer(model, tokenizer, dataset, rollout)
+    with ExitStack() as stack:
+        assert isinstance(turn_generator(trainer, tokenizer, "hf", {0}, stack), ContinuousTransformersGenerator)
+        assert callable(turn_generator(trainer, tokenizer, "hf", {0}, stack, continuous=False))  # lockstep
+        assert callable(turn_generator(trainer, tokenizer, "server", {0}, stack))  # vLLM: lockstep
+        with pytest.raises(ValueError, match="continuous_batching=True.*'server' generation in 1 process"):
+            turn_generator(trainer, tokenizer, "server", {0}, stack, continuous=True)
