@@ -146,7 +146,7 @@ def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 3.8), layout="constrained")
-    left, right = figure.subplots(1, 2)
+    left, right = figure.subplots(1, 2, sharey=True)  # one scale: the two engines side by side
     for index, (condition, seeds) in enumerate(runs.items()):
         for seed, record in seeds.items():
             label = condition if seed == min(seeds) else None
