@@ -14,8 +14,9 @@ trained against the embedded simulator with the paper's exponential curriculum, 
 - ``algorithms``: vs ``reinforce`` and ``ppo``.
 
 Each run is ``zerosearch-trl train`` in its own process (embedded model, warm start, demo task: 256 training and
-32 held-out questions), one after the other. The grid resumes: a run whose ``summary.json`` records all its steps
-is read back, not rerun; an unfinished one is started again from scratch (its scores at step 0 exist only in the
+32 held-out questions), one after the other. The grid resumes: a run that ``results/learning.json`` records (same
+steps and flags) or whose ``summary.json`` records all its steps is read back, not rerun; an unfinished one is
+started again from scratch (its scores at step 0 exist only in the
 run's memory until it ends). ``results/learning.json`` is rewritten after each run, and ``learning.png`` draws the
 held-out F1 against BM25 at the start and the end, per condition, each seed a point.
 """
@@ -56,6 +57,21 @@ GROUPS: dict[str, list[str]] = {
 YARDSTICK, UPPER_BOUND = "bm25", "simulator_told_answer"
 METRICS = ("f1", "exact_match", "mean_searches", "well_formed")
 NAME = "learning"
+
+
+def recorded_runs(steps: int) -> dict[str, dict[str, dict]]:
+    """The runs ``results/learning.json`` already holds, when they were made with the same flags and steps."""
+    path = RESULTS / f"{NAME}.json"
+    if not path.is_file():
+        return {}
+    recorded = json.loads(path.read_text())
+    if recorded.get("steps") != steps:
+        return {}
+    return {
+        condition: seeds
+        for condition, seeds in recorded.get("runs", {}).items()
+        if recorded.get("flags", {}).get(condition) == CONDITIONS.get(condition)
+    }
 
 
 def run_flags(condition: str, seed: int, steps: int, out: Path) -> list[str]:
@@ -181,10 +197,12 @@ def main() -> None:
         raise SystemExit(f"Unknown group(s) {unknown}: choose from {', '.join(GROUPS)}.")
     conditions = list(dict.fromkeys(c for g in args.groups.split(",") for c in GROUPS[g]))
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs: dict[str, dict[str, dict]] = {}
+    runs = recorded_runs(args.steps)
     # Seed-major: a grid cut short still holds every condition of the first seeds.
     for seed in seeds:
         for condition in conditions:
+            if str(seed) in runs.get(condition, {}):
+                continue  # recorded in the results JSON (its run folder may be on another machine)
             out = args.root / condition / f"seed{seed}"
             summary = train(condition, seed, args.steps, out)
             runs.setdefault(condition, {})[str(seed)] = run_record(summary, out)
