@@ -41,12 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import FaultProxy  # noqa: E402  (the tests' proxy: one definition for both)
 from zerosearch_trl.demo import make_demo_task  # noqa: E402
 from zerosearch_trl.models import default_model_path  # noqa: E402
+from zerosearch_trl.training.config import SearchScriptArguments  # noqa: E402
 from zerosearch_trl.training.logs import read_metrics  # noqa: E402
 
 KINDS = ("down", "slow", "garbage", "error", "restart")
 TIMEOUT = {"retrieval": 5.0, "simulator": 60.0}  # the client's, per request: a healthy answer comes well within
 EPISODES_PER_STEP = 4  # the job's CPU default: one question, four samples
 HEALTH = {"retrieval": "/health", "simulator": "/v1/models"}
+
+
+JOB = SearchScriptArguments()
+"""The job's defaults: its demo world holds demo_questions + heldout_questions people (a world depends on its size)."""
 
 
 def free_port() -> int:
@@ -64,7 +69,7 @@ class Upstream:
         if phase == "retrieval":  # the demo task's own world, as the job's questions ask about it
             corpus = work / "corpus.jsonl"
             with corpus.open("w") as file:
-                for row in make_demo_task(256 + 32, seed=0).corpus:
+                for row in make_demo_task(JOB.demo_questions + JOB.heldout_questions, seed=0).corpus:
                     file.write(json.dumps(row) + "\n")
             self.command = [sys.executable, "-m", "zerosearch_trl.cli", "serve", "--corpus", str(corpus),
                             "--port", str(self.port), "--top_k", "5"]  # fmt: skip

@@ -37,6 +37,10 @@ import requests
 from common import write_result
 
 from zerosearch_trl.demo import make_demo_task
+from zerosearch_trl.training.config import SearchScriptArguments
+
+JOB = SearchScriptArguments()
+"""The job's defaults: its demo world holds demo_questions + heldout_questions people (a world depends on its size)."""
 
 
 def free_port() -> int:
@@ -136,7 +140,7 @@ def main() -> None:
     parser.add_argument("--phases", default="bm25,simulator")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="zs-serve-load-"))
-    questions = list(make_demo_task(288, seed=0).dataset["question"])
+    questions = list(make_demo_task(JOB.demo_questions + JOB.heldout_questions, seed=0).dataset["question"])
     result: dict = {"settings": {"seconds": args.seconds}}
     if "bm25" in args.phases:
         process, url = start_serve(["--engine", "bm25"], work / "bm25.log")

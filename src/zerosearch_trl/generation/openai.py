@@ -118,7 +118,9 @@ class OpenAIGenerator:
         generations = []
         for outcome in outcomes:
             if isinstance(outcome, Exception):
-                logger.warning("Request to %s failed after retries: %s", self.display_url, type(outcome).__name__)
+                # An API error is named by its type (its text may quote the request); our own errors say the fix.
+                detail = type(outcome).__name__ if isinstance(outcome, self._errors) else f"{outcome}"
+                logger.warning("Request to %s failed after retries: %s", self.display_url, detail)
                 generations.append(Generation(text="", finish_reason="error"))
             else:
                 generations.append(outcome)
