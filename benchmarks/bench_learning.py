@@ -43,6 +43,7 @@ CONDITIONS: dict[str, list[str]] = {
     "no_noise": ["--schedule", "constant", "--noise_start", "0.0"],
     "f1_only": ["--rewards", "f1"],
     "f1_small_format": ["--rewards", "f1", "format", "--reward_weights", "1.0", "0.1"],
+    "unmasked": ["--mask_observations", "false"],
     "reinforce": ["--algorithm", "reinforce"],
     "ppo": ["--algorithm", "ppo"],
 }
@@ -52,6 +53,7 @@ GROUPS: dict[str, list[str]] = {
     "sim_to_real": ["simulator", "bm25"],
     "curriculum": ["simulator", "fixed_noise", "no_noise"],
     "rewards": ["simulator", "f1_only", "f1_small_format"],
+    "loss_mask": ["simulator", "unmasked"],
     "algorithms": ["simulator", "reinforce", "ppo"],
 }
 YARDSTICK, UPPER_BOUND = "bm25", "simulator_told_answer"

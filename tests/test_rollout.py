@@ -200,6 +200,40 @@ def test_env_mask_is_zero_exactly_on_observations(policy, tokenizer):
     assert out["prompt_ids"][0][-3:] == tokenizer("<think>", add_special_tokens=False)["input_ids"][-3:]
 
 
+def test_unmasked_observations_are_the_same_episode_with_every_token_in_the_loss(tmp_path, tokenizer):
+    """The loss-mask ablation: same tokens, env_mask all ones; TRL then trains on (and counts) the observations."""
+    from trl import GRPOTrainer
+
+    from zerosearch_trl.rewards import f1_reward
+
+    dataset = qa_dataset(["Where is Alpha?", "Where is Beta?"])
+    lengths, outputs = {}, {}
+    for masked in (True, False):
+        model = make_tiny_model(tokenizer)
+        model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
+        rollout = row_scripted_rollout(RecordingEngine(), mask_observations=masked)
+
+        def recording(prompts, trainer, rollout=rollout, masked=masked):
+            outputs[masked] = rollout(prompts, trainer)
+            return outputs[masked]
+
+        config = cpu_config(
+            tmp_path / str(masked), per_device_train_batch_size=4, num_generations=2, max_completion_length=128,
+            max_steps=1,
+        )  # fmt: skip
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=[f1_reward], args=config, train_dataset=dataset, processing_class=tokenizer,
+            rollout_func=recording,
+        )  # fmt: skip
+        trainer.train()
+        lengths[masked] = next(e["completions/mean_length"] for e in trainer.state.log_history if "loss" in e)
+    assert sorted(outputs[True]["completion_ids"]) == sorted(outputs[False]["completion_ids"])
+    assert all(set(mask) == {1} for mask in outputs[False]["env_mask"])
+    assert any(0 in mask for mask in outputs[True]["env_mask"])
+    # TRL counts (and trains on) the tokens whose mask is 1: unmasked, the observations too.
+    assert lengths[False] > lengths[True]
+
+
 def test_final_turn_search_is_not_executed(policy, tokenizer):
     out, engine, _ = play(policy, tokenizer, ["Where is Gamma?"])
     assert out["num_searches"] == [2]

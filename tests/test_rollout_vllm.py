@@ -208,6 +208,14 @@ def test_colocate_with_tensor_parallelism_is_refused_clearly(stand_in_vllm, toke
         rollout(list(dataset["prompt"]), trainer)
 
 
+def test_unmasked_observations_are_refused_on_the_vllm_paths(stand_in_vllm, tokenizer):
+    """Observation tokens have no sampling logprobs (placeholders 0.0): unmasked, the correction would be wrong."""
+    trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "server")
+    rollout.mask_observations = False
+    with pytest.raises(ValueError, match="mask_observations=False .* HF generation only"):
+        rollout(list(dataset["prompt"]), trainer)
+
+
 @pytest.mark.slow
 def test_grpo_step_through_the_colocate_path_uses_the_logprobs(stand_in_vllm, tokenizer):
     """A real training step with the trainer set up as for vLLM: TRL's importance-sampling correction consumes the

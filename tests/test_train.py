@@ -65,6 +65,7 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--heldout_engines", "bm25,bm25"], "--heldout_engines 'bm25,bm25': name each of bm25, dense, simulated"),
         (["--heldout_engines", "google"], "--heldout_engines 'google'.* e.g. --heldout_engines bm25,simulated"),
         (["--heldout_engines", ","], "--heldout_engines ','"),
+        (["--mask_observations", "false", "--use_vllm", "true"], "--mask_observations false .* HF generation only"),
     ],
 )
 def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_dir, argv, message):

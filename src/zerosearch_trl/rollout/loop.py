@@ -95,6 +95,7 @@ class SearchRollout:
         prefill: str | None = THINK_PREFILL,
         datasets: Iterable[Any] = (),
         continuous_batching: bool | None = None,
+        mask_observations: bool = True,
     ) -> None:
         if isinstance(engine, SimulatedSearchEnv):  # the tool environment's engine serves the tag protocol too
             engine = engine.engine
@@ -108,7 +109,7 @@ class SearchRollout:
         check_turn_budgets(max_turn_tokens, max_observation_tokens)
         self.engine, self.max_turns, self.prefill = engine, max_turns, prefill
         self.max_turn_tokens, self.max_observation_tokens = max_turn_tokens, max_observation_tokens
-        self.continuous_batching = continuous_batching
+        self.continuous_batching, self.mask_observations = continuous_batching, mask_observations
         self.engine_failures = 0
         self._budget_warned = False
         self.chat_template_kwargs: dict[str, Any] = {}  # GRPOConfig's, read at each call
@@ -158,6 +159,12 @@ class SearchRollout:
         counters_before = engine_counters(self.engine)
         backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
+        if not self.mask_observations and backend != "hf":
+            raise ValueError(
+                "mask_observations=False (the loss-mask ablation) runs on HF generation only: on the vLLM paths the "
+                "observation tokens have no sampling logprobs for TRL's importance-sampling correction. Set "
+                "use_vllm=False, or keep mask_observations=True."
+            )
         eos_ids = eos_token_ids(trainer.model, tokenizer)
         with ExitStack() as stack:
             if backend == "colocate":
@@ -180,7 +187,8 @@ class SearchRollout:
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": [e.logprobs for e in episodes] if self.have_logprobs else None,
-            "env_mask": [e.env_mask for e in episodes],
+            # Unmasked (the ablation), the observations are trained on as if the policy had written them.
+            "env_mask": [e.env_mask if self.mask_observations else [1] * len(e.env_mask) for e in episodes],
             "policy_turns": [list(e.policy_turns) for e in episodes],
             "num_searches": [len(e.search_queries) for e in episodes],
             "search_queries": [list(e.search_queries) for e in episodes],
@@ -386,6 +394,7 @@ def make_search_rollout(
     prefill: str | None = THINK_PREFILL,
     datasets: Iterable[Any] = (),
     continuous_batching: bool | None = None,
+    mask_observations: bool = True,
 ) -> SearchRollout:
     """Build the multi-turn search ``rollout_func`` for ``GRPOTrainer``.
 
@@ -410,6 +419,9 @@ def make_search_rollout(
             process, DDP, ZeRO-1/2; a model with full-attention caches), with its searches running while the
             policy generates; otherwise every live episode's turn is generated together (vLLM, ZeRO-3, FSDP). ``False``: always the latter. ``True``: the former, or
             an error saying why it cannot be.
+        mask_observations: ``True`` (default, the paper's): the observations carry no loss (``env_mask = 0``).
+            ``False`` is the ablation (Search-R1's "retrieved token masking" off): they are trained on like the
+            policy's own tokens; HF generation only.
 
     Example:
         >>> engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer))  # doctest: +SKIP
@@ -424,4 +436,5 @@ def make_search_rollout(
         prefill=prefill,
         datasets=datasets,
         continuous_batching=continuous_batching,
+        mask_observations=mask_observations,
     )

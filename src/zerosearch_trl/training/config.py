@@ -136,6 +136,13 @@ class SearchScriptArguments(PromptArguments):
             "facts (the engine itself, a hybrid's real part, BM25 over the demo corpus), then the simulator."
         },
     )
+    mask_observations: bool = field(
+        default=True,
+        metadata={
+            "help": "Exclude the search results from the loss (the paper's default). false: the loss-mask ablation "
+            "(they are trained on as if the policy wrote them); HF generation only."
+        },
+    )
     tool_skip_drop: float = field(
         default=0.3,
         metadata={
@@ -350,6 +357,11 @@ def check_config(
         script_args.max_turn_tokens,
         script_args.max_observation_tokens,
     )
+    if not script_args.mask_observations and training_args.use_vllm:
+        raise ValueError(
+            "--mask_observations false (the loss-mask ablation) runs on HF generation only: vLLM's sampling logprobs "
+            "do not cover the observation tokens. Drop --use_vllm, or keep --mask_observations true."
+        )
     if script_args.heldout_questions < 0 or script_args.probe_samples < 0:
         raise ValueError("heldout_questions and probe_samples must be >= 0.")
     if not 0 < script_args.tool_skip_drop <= 1:

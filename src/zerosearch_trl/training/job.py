@@ -394,6 +394,7 @@ def build_trainer(
             max_turn_tokens=args.script.max_turn_tokens,
             max_observation_tokens=args.script.max_observation_tokens,
             prefill=policy.prompt.prefill,
+            mask_observations=args.script.mask_observations,
         ),
         peft_config=get_peft_config(args.model),
         callbacks=[guard],
