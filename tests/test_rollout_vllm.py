@@ -4,6 +4,8 @@ The stand-ins follow the documented interfaces that the rollout uses and nothing
 - colocate: ``vllm.SamplingParams(...)`` and ``vllm.LLM.generate([{"prompt_token_ids": ids}], sampling_params,
   use_tqdm=False)`` returning ``RequestOutput``s whose ``outputs[0]`` has ``text``, ``token_ids``,
   ``finish_reason`` and ``logprobs`` (one ``{token_id: Logprob}`` per position, the sampled token always present);
+  and the engine under it, ``LLM.llm_engine``: ``add_request(request_id, {"prompt_token_ids": ids}, params)``,
+  ``step()`` returning the ``RequestOutput``s that progressed (``request_id``, ``finished``), ``abort_request(ids)``;
 - server: TRL's ``VLLMClient.generate(prompts, ..., max_tokens, logprobs, generation_kwargs)`` returning
   ``{"prompt_ids", "completion_ids", "logprobs", "logprob_token_ids"}``, logprobs shaped (rows, tokens, 1).
 Both play the same scripted policy as the HF-path tests, so their results can be compared with the HF path exactly.
@@ -73,23 +75,55 @@ class StandInSamplingParams:
         self.max_tokens, self.stop, self.logprobs = max_tokens, stop or [], logprobs
 
 
+def request_output(policy: ScriptedVLLM, prompt_ids, sampling_params, request_id=None) -> SimpleNamespace:
+    """The finished ``RequestOutput`` for one prompt, as vLLM builds it."""
+    ids, reason, values = policy.complete(prompt_ids, sampling_params.max_tokens, sampling_params.stop)
+    logprobs = None
+    if sampling_params.logprobs is not None:
+        logprobs = [{t: SimpleNamespace(logprob=v, rank=1)} for t, v in zip(ids, values)]
+    text = policy.tokenizer.decode(ids, skip_special_tokens=True)
+    output = SimpleNamespace(text=text, token_ids=ids, finish_reason=reason, logprobs=logprobs)
+    return SimpleNamespace(request_id=request_id, prompt_token_ids=prompt_ids, outputs=[output], finished=True)
+
+
+class StandInEngine:
+    """vLLM's engine loop: a request decodes one token per step and is reported when it finishes, so requests of
+    different lengths finish at different steps and new ones join while others run."""
+
+    def __init__(self, policy: ScriptedVLLM):
+        self.policy = policy
+        self.running: dict[str, list] = {}  # request id -> [steps left, finished output]
+        self.added: list[tuple[str, int]] = []  # (request id, requests already running when it was added)
+        self.aborted: list[str] = []
+
+    def add_request(self, request_id, prompt, params):
+        assert request_id not in self.running
+        output = request_output(self.policy, prompt["prompt_token_ids"], params, request_id)
+        self.added.append((request_id, len(self.running)))
+        self.running[request_id] = [max(len(output.outputs[0].token_ids), 1), output]
+
+    def step(self):
+        done = []
+        for request_id, entry in list(self.running.items()):
+            entry[0] -= 1
+            if entry[0] == 0:
+                done.append(self.running.pop(request_id)[1])
+        return done
+
+    def abort_request(self, request_ids):
+        self.aborted.extend(request_ids)
+        for request_id in request_ids:
+            self.running.pop(request_id, None)
+
+
 class StandInLLM:
     def __init__(self, policy: ScriptedVLLM):
         self.policy = policy
+        self.llm_engine = StandInEngine(policy)
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
         self.policy.calls.append(len(prompts))
-        results = []
-        for prompt in prompts:
-            ids, reason, values = self.policy.complete(prompt["prompt_token_ids"], sampling_params.max_tokens,
-                                                       sampling_params.stop)  # fmt: skip
-            logprobs = None
-            if sampling_params.logprobs is not None:
-                logprobs = [{t: SimpleNamespace(logprob=v, rank=1)} for t, v in zip(ids, values)]
-            text = self.policy.tokenizer.decode(ids, skip_special_tokens=True)
-            output = SimpleNamespace(text=text, token_ids=ids, finish_reason=reason, logprobs=logprobs)
-            results.append(SimpleNamespace(prompt_token_ids=prompt["prompt_token_ids"], outputs=[output]))
-        return results
+        return [request_output(self.policy, p["prompt_token_ids"], sampling_params) for p in prompts]
 
 
 class StandInVLLMClient:
@@ -131,11 +165,12 @@ def model_logprobs(model):
 
 
 def vllm_trainer(
-    tokenizer, mode, max_completion_length=400, questions=QUESTIONS, second_copy_wrong=False, real_logprobs=False
-):
+    tokenizer, mode, max_completion_length=400, questions=QUESTIONS, second_copy_wrong=False, real_logprobs=False,
+    continuous=None,
+):  # fmt: skip
     """A real GRPOTrainer (built on CPU without vLLM), then configured as TRL configures a vLLM run."""
     dataset = qa_dataset(questions)
-    rollout = make_search_rollout(RecordingEngine(), max_turns=2)
+    rollout = make_search_rollout(RecordingEngine(), max_turns=2, continuous_batching=continuous)
     model = make_tiny_model(tokenizer)
     model.generate = None  # the vLLM paths must never fall back to HF generate
     trainer = make_trainer(model, tokenizer, dataset, rollout, max_completion_length)
@@ -156,9 +191,9 @@ def hf_reference(tokenizer, max_completion_length=400):
     return rollout(list(dataset["prompt"]), trainer)
 
 
-@pytest.mark.parametrize("mode", ["colocate", "server"])
-def test_vllm_paths_match_hf_and_return_sampling_logprobs(stand_in_vllm, tokenizer, mode):
-    trainer, rollout, dataset, policy = vllm_trainer(tokenizer, mode)
+@pytest.mark.parametrize(("mode", "continuous"), [("colocate", None), ("colocate", False), ("server", None)])
+def test_vllm_paths_match_hf_and_return_sampling_logprobs(stand_in_vllm, tokenizer, mode, continuous):
+    trainer, rollout, dataset, policy = vllm_trainer(tokenizer, mode, continuous=continuous)
     out = rollout(list(dataset["prompt"]), trainer)
     reference = hf_reference(tokenizer)
     assert out["completion_ids"] == reference["completion_ids"]
@@ -169,8 +204,31 @@ def test_vllm_paths_match_hf_and_return_sampling_logprobs(stand_in_vllm, tokeniz
         assert len(logprobs) == len(ids)
         assert [lp for lp, m in zip(logprobs, mask) if m] == [fake_logprob(t) for t, m in zip(ids, mask) if m]
         assert all(lp == 0.0 for lp, m in zip(logprobs, mask) if not m)
-    assert policy.calls[0] == len(QUESTIONS)  # one batched call per turn, all live rows together
-    assert len(policy.calls) == 3  # turn 1 (4 rows), turn 2 (Alpha, Gamma, Delta), answer turn (Gamma, Delta)
+    turns = [4, 3, 1]  # turn 1 (4 rows), turn 2 (Alpha, Gamma, Delta), Gamma's answer turn
+    engine = trainer.vllm_generation.llm.llm_engine
+    if mode == "colocate" and continuous is None:  # the default: each turn is an engine request of its own
+        assert policy.calls == [] and len(engine.added) == sum(turns) and not engine.running
+        # a turn joined the running engine while other episodes' turns were still decoding
+        assert any(running for _, running in engine.added[len(QUESTIONS) :])
+    else:  # lockstep: one batched call per turn, all live rows together
+        assert policy.calls == turns and engine.added == []
+
+
+def test_colocated_engine_requests_are_aborted_when_the_rollout_fails(stand_in_vllm, tokenizer):
+    """A failure mid-rollout (here, the episode bookkeeping) leaves no request of it running in the engine."""
+    trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")
+    engine = trainer.vllm_generation.llm.llm_engine
+    step = engine.step
+
+    def failing_step():
+        if len(engine.added) > len(QUESTIONS):  # once a second turn is in the engine
+            raise RuntimeError("engine step failed")
+        return step()
+
+    engine.step = failing_step
+    with pytest.raises(RuntimeError, match="engine step failed"):
+        rollout(list(dataset["prompt"]), trainer)
+    assert engine.aborted and not engine.running  # what was still decoding went out with the rollout
 
 
 def test_server_requests_carry_stop_strings_and_sampled_token_logprobs(stand_in_vllm, tokenizer):
@@ -187,8 +245,8 @@ def test_colocated_sleep_mode_wakes_once_per_rollout_not_per_turn(stand_in_vllm,
     trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")
     events = []
     llm = trainer.vllm_generation.llm
-    generate = llm.generate
-    llm.generate = lambda *args, **kwargs: events.append(("generate",)) or generate(*args, **kwargs)
+    add_request = llm.llm_engine.add_request
+    llm.llm_engine.add_request = lambda *args: events.append(("generate",)) or add_request(*args)
     llm.wake_up = lambda tags: events.append(("wake", tuple(tags)))
     llm.sleep = lambda level: events.append(("sleep", level))
     trainer.vllm_generation.enable_sleep_mode = True
@@ -196,7 +254,7 @@ def test_colocated_sleep_mode_wakes_once_per_rollout_not_per_turn(stand_in_vllm,
     trainer.vllm_generation.sync_weights = lambda: events.append(("sync",))
     rollout(list(dataset["prompt"]), trainer)
     turns = events.count(("generate",))
-    assert turns == 3  # Gamma searches twice, then its answer turn
+    assert turns == 8  # every episode's turns: 4 + 3 + 1
     assert events == [("sync",), ("wake", ("kv_cache",))] + [("generate",)] * turns + [("sleep", 2)]
     assert trainer.vllm_generation._llm_weights_sleeping is True
 
@@ -233,7 +291,7 @@ def test_grpo_step_through_the_colocate_path_uses_the_logprobs(stand_in_vllm, to
     trainer.state.max_steps = 1
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
-    assert policy.calls, "the stand-in LLM was not used"
+    assert trainer.vllm_generation.llm.llm_engine.added, "the stand-in engine was not used"
     assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
     logged = {k for entry in trainer.state.log_history for k in entry}
     assert any(k.startswith("sampling/importance_sampling_ratio") for k in logged), sorted(logged)

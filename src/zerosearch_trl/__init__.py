@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "ContinuousTransformersGenerator": "zerosearch_trl.generation",
     "TextGenerator": "zerosearch_trl.generation",
     "TransformersGenerator": "zerosearch_trl.generation",
+    "VLLMEngineTurns": "zerosearch_trl.generation",
     "VLLMGenerator": "zerosearch_trl.generation",
     "build_policy_prompt": "zerosearch_trl.prompts",
     "cover_em_reward": "zerosearch_trl.rewards",
@@ -151,6 +152,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
         OpenAIGenerator,
         TextGenerator,
         TransformersGenerator,
+        VLLMEngineTurns,
         VLLMGenerator,
     )
     from zerosearch_trl.models import (

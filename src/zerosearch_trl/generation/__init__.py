@@ -8,7 +8,7 @@ from zerosearch_trl.generation.base import Generation, GenerationParams, TextGen
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
 from zerosearch_trl.generation.openai import OpenAIGenerator, ServerUnreachableError
 from zerosearch_trl.generation.transformers import TransformersGenerator
-from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
+from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMEngineTurns, VLLMGenerator
 
 __all__ = [
     "ContinuousTransformersGenerator",
@@ -19,5 +19,6 @@ __all__ = [
     "TextGenerator",
     "TransformersGenerator",
     "VLLMClientGenerator",
+    "VLLMEngineTurns",
     "VLLMGenerator",
 ]

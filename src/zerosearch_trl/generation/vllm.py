@@ -1,9 +1,15 @@
 """Generation with vLLM: in process with ``vllm.LLM`` (GPU only; vLLM is an optional extra, imported on use), or
-through TRL's ``VLLMClient`` to a ``trl vllm-serve`` server (the client needs no vLLM locally)."""
+through TRL's ``VLLMClient`` to a ``trl vllm-serve`` server (the client needs no vLLM locally).
+
+:class:`VLLMEngineTurns` drives an in-process engine request by request (``add_request`` / ``step``, the loop that
+``LLM.generate`` runs inside): an episode's next turn joins the running batch as soon as its documents are back,
+and vLLM's prefix caching finds the turn's history, already computed, in its cache.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
@@ -86,6 +92,60 @@ class VLLMGenerator:
                 for i, output in zip(chats, outputs):
                     results[i] = _to_generation(output)
         return results  # type: ignore[return-value]
+
+
+class VLLMEngineTurns:
+    """An in-process vLLM engine as the rollout's turn generator (continuous batching): each :meth:`submit` is one
+    engine request, and each :meth:`step` is one engine step (every running request decodes a token; new ones are
+    scheduled in), returning the requests that finished.
+
+    Nothing is kept here between an episode's turns: vLLM's automatic prefix caching (on by default in its V1
+    engine) reuses the KV blocks of the history that the next turn's input starts with, while they stay cached.
+
+    Args:
+        generator: the :class:`VLLMGenerator` around the engine (its ``llm.llm_engine``; e.g. TRL's colocated one).
+
+    Example:
+        >>> turns = VLLMEngineTurns(VLLMGenerator(trainer.vllm_generation.llm))  # doctest: +SKIP
+        >>> turns.submit("episode-0", [1, 2, 3], GenerationParams(max_new_tokens=8))  # doctest: +SKIP
+        >>> while not turns.idle: finished = turns.step()  # doctest: +SKIP
+    """
+
+    def __init__(self, generator: VLLMGenerator) -> None:
+        self.generator = generator
+        self.engine = generator.llm.llm_engine
+        self._keys: dict[str, Hashable] = {}  # engine request id -> the caller's key
+        self._ids = itertools.count()
+
+    @property
+    def idle(self) -> bool:
+        """Whether no request is in the engine."""
+        return not self._keys
+
+    def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
+        """Add one request to the running engine, with the sampled tokens' logprobs."""
+        request_id = f"zerosearch-{next(self._ids)}"
+        self.engine.add_request(
+            request_id, {"prompt_token_ids": list(input_ids)}, self.generator._sampling(params, logprobs=0)
+        )
+        self._keys[request_id] = key
+
+    def step(self) -> list[tuple[Hashable, Generation]]:
+        """One engine step; the requests that finished in it."""
+        return [
+            (self._keys.pop(output.request_id), _to_generation(output))
+            for output in self.engine.step()
+            if output.finished and output.request_id in self._keys
+        ]
+
+    def release(self, key: Hashable) -> None:
+        """Nothing is kept per episode here (the prefix cache is vLLM's)."""
+
+    def reset(self) -> None:
+        """Abort every request still in the engine, so that none outlives the rollout that made it."""
+        if self._keys:
+            self.engine.abort_request(list(self._keys))
+            self._keys.clear()
 
 
 class VLLMClientGenerator:

@@ -1,20 +1,20 @@
 """Multi-turn search rollout for TRL's ``GRPOTrainer``: ``GRPOTrainer(..., rollout_func=make_search_rollout(engine))``.
 
-One call plays a whole batch of episodes, turn by turn:
+One call plays a whole batch of episodes; each advances on its own (see :mod:`~zerosearch_trl.rollout.scheduler`):
 
-1. every live row generates at once (one batched generation per turn), stopping at ``</search>``,
-   ``</answer>``, EOS, or an ``<information>`` the policy starts writing itself (an invalid action); the generated
-   token ids are kept as they are, never decoded and re-encoded;
-2. the rows that searched get their documents from ONE batched ``engine.search`` call, each request carrying its
-   own row's question and gold answers;
+1. the policy writes a turn, stopping at ``</search>``, ``</answer>``, EOS, or an ``<information>`` it starts
+   writing itself (an invalid action); the generated token ids are kept as they are, never decoded and re-encoded;
+2. a search joins the searches pending at that moment, and they go to the engine in ONE batched ``engine.search``
+   call, each request carrying its own row's question and gold answers;
 3. the ``<information>`` observation (or a corrective message after an invalid action) is appended as tokens
-   with ``env_mask = 0``, so it is excluded from the loss;
+   with ``env_mask = 0``, so it is excluded from the loss, and the episode's next turn is submitted at once;
 4. after ``max_turns`` search turns a row gets one final turn to answer; a search written in that turn is not
    executed. A finished episode ends with the EOS token, so that TRL does not count it as truncated.
 
-The policy generates with whatever the trainer is configured for, with no extra flag: HF ``generate`` on the
-trainer's model, or vLLM when ``use_vllm=True`` (``vllm_mode="colocate"``: the trainer's in-process engine;
-``"server"``: ``trl vllm-serve`` through TRL's client, the main process generating for all). The vLLM paths return
+The policy generates with whatever the trainer is configured for, with no extra flag (:mod:`.policy`): HF
+generation on the trainer's model, or vLLM when ``use_vllm=True`` (``vllm_mode="colocate"``: the trainer's
+in-process engine, request by request; ``"server"``: ``trl vllm-serve`` through TRL's client, the main process
+generating for all, in lockstep). The vLLM paths return
 the sampling logprobs of the model's tokens (observation positions hold 0.0 and are masked), which TRL's
 importance-sampling correction needs; the HF path returns ``None``, as TRL's own HF path does.
 
@@ -415,10 +415,10 @@ def make_search_rollout(
         datasets: datasets whose rows give each prompt's question and gold answers; the trainer's train and eval
             datasets are added automatically.
         continuous_batching: ``None`` (default): each episode advances on its own through a continuous-batching
-            generator where the trainer allows it (HF generation with every parameter on each process: one
-            process, DDP, ZeRO-1/2; a model with full-attention caches), with its searches running while the
-            policy generates; otherwise every live episode's turn is generated together (vLLM, ZeRO-3, FSDP). ``False``: always the latter. ``True``: the former, or
-            an error saying why it cannot be.
+            generator where the trainer allows it (colocated vLLM; HF generation with every parameter on each
+            process: one process, DDP, ZeRO-1/2, a model with full-attention caches), with its searches running
+            while the policy generates; otherwise every live episode's turn is generated together (vLLM server
+            mode, ZeRO-3, FSDP). ``False``: always the latter. ``True``: the former, or an error saying why.
         mask_observations: ``True`` (default, the paper's): the observations carry no loss (``env_mask = 0``).
             ``False`` is the ablation (Search-R1's "retrieved token masking" off): they are trained on like the
             policy's own tokens; HF generation only.

@@ -15,7 +15,7 @@ from typing import Any
 from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator, supports_continuous_batching
 from zerosearch_trl.generation.transformers import TransformersGenerator
-from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMGenerator
+from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMEngineTurns, VLLMGenerator
 
 
 def policy_backend(trainer: Any) -> str:
@@ -162,10 +162,13 @@ def hf_generation_model(trainer: Any) -> Iterator[Any]:
 
 
 def can_batch_continuously(trainer: Any, backend: str) -> bool:
-    """Whether the episodes can use :class:`ContinuousTransformersGenerator` on the trainer's model: HF generation
-    with every parameter on this process (one process, DDP, ZeRO-1/2: each process then generates on its own), and
-    a model whose cache it can manage (:func:`supports_continuous_batching`). ZeRO-3 and FSDP gather parameters
-    collectively, so there every process generates each turn in lockstep (the synchronous rollout)."""
+    """Whether each episode's turns can go on their own: colocated vLLM (each process drives its own engine,
+    :class:`VLLMEngineTurns`), or HF generation with every parameter on this process (one process, DDP, ZeRO-1/2)
+    and a model whose cache :class:`ContinuousTransformersGenerator` can manage
+    (:func:`supports_continuous_batching`). ZeRO-3 and FSDP gather parameters collectively, and the server mode
+    sends every process's rows in one request, so there every process generates each turn in lockstep."""
+    if backend == "colocate":
+        return True
     if backend != "hf":
         return False
     if trainer.accelerator.num_processes > 1:
@@ -193,20 +196,23 @@ def turn_generator(
     stack: ExitStack,
     continuous: bool | None = None,
 ) -> Any:
-    """What plays the episodes' turns for this trainer: a :class:`ContinuousTransformersGenerator` over the
-    trainer's model (entered into ``stack`` for the rollout) where :func:`can_batch_continuously` allows it and
-    ``continuous`` is not ``False``; else a batched ``generate(inputs, params)`` through the trainer's own
-    generation (the lockstep path: ZeRO-3, FSDP, vLLM).
+    """What plays the episodes' turns for this trainer, where :func:`can_batch_continuously` allows it and
+    ``continuous`` is not ``False``: :class:`VLLMEngineTurns` on the colocated engine, or a
+    :class:`ContinuousTransformersGenerator` over the trainer's model (entered into ``stack`` for the rollout);
+    else a batched ``generate(inputs, params)`` through the trainer's own generation (the lockstep path: ZeRO-3,
+    FSDP, vLLM server mode).
 
     Raises:
         ValueError: ``continuous=True`` where the trainer does not allow it.
     """
     if continuous is not False and can_batch_continuously(trainer, backend):
+        if backend == "colocate":
+            return VLLMEngineTurns(VLLMGenerator(trainer.vllm_generation.llm))
         return ContinuousTransformersGenerator(stack.enter_context(hf_generation_model(trainer)), tokenizer)
     if continuous:
         raise ValueError(
-            "make_search_rollout(continuous_batching=True) needs HF generation with every parameter on each "
-            "process (not ZeRO-3 or FSDP) and a model with full-attention caches; this trainer uses "
+            "make_search_rollout(continuous_batching=True) needs colocated vLLM, or HF generation with every "
+            "parameter on each process (not ZeRO-3 or FSDP) and a model with full-attention caches; this trainer uses "
             f"{backend!r} generation in {trainer.accelerator.num_processes} process(es). Leave "
             "continuous_batching unset to pick what the trainer allows."
         )
