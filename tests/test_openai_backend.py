@@ -187,3 +187,33 @@ def test_a_faulty_simulator_server_costs_fallback_documents_never_the_call(serve
         assert generator.generate([PREFILLED], params)[0].finish_reason != "error"
     finally:
         proxy.close()
+
+
+def test_a_served_policy_plays_each_turn_as_its_own_request(server, tokenizer):
+    """OpenAITurns: requests join while others are in flight, come back under their own key, and give what the
+    batched path gives (transformers serve decodes greedily, so both are deterministic)."""
+    from zerosearch_trl.generation.openai import OpenAITurns
+
+    _, base_url = server
+    policy = OpenAIGenerator(base_url, tokenizer=tokenizer, max_concurrency=2)
+    prompts = [tokenizer(f"Question {i}: where is Lyon?")["input_ids"] for i in range(3)]
+    params = GenerationParams(max_new_tokens=6, temperature=0)
+    turns = OpenAITurns(policy)
+    for key, ids in enumerate(prompts):
+        turns.submit(key, ids, params)  # three requests, two in flight: one queued behind them
+    assert not turns.idle
+    finished = {}
+    while not turns.idle:
+        for key, generation in turns.step():
+            finished[key] = generation
+            if key == 0:
+                turns.submit("late", prompts[0], params)  # joins while the others may still run
+    batched = policy.generate_ids(prompts, params)
+    assert sorted(finished, key=str) == [0, 1, 2, "late"]
+    assert [finished[i].text for i in range(3)] == [g.text for g in batched]
+    assert finished["late"].text == finished[0].text
+    turns.submit("dropped", prompts[1], params)
+    turns.reset()
+    assert turns.idle and turns.step() == []
+    with pytest.raises(ValueError, match="tokenizer"):
+        OpenAITurns(OpenAIGenerator(base_url))

@@ -9,7 +9,9 @@ scored on each, side by side: the simulation-to-real gap.
 
 The policy can be a model folder or hub id (a LoRA adapter folder too), a loaded model, or any generator with
 ``generate_ids`` (:class:`~zerosearch_trl.generation.vllm.VLLMGenerator`,
-:class:`~zerosearch_trl.generation.openai.OpenAIGenerator` given a tokenizer, ...).
+:class:`~zerosearch_trl.generation.openai.OpenAIGenerator` given a tokenizer, ...). An in-process model and a
+served one play each episode's turns on their own (continuous batching; a served policy's turns are concurrent
+requests, :class:`~zerosearch_trl.generation.openai.OpenAITurns`); a vLLM generator plays them in batches.
 
 Example:
     >>> import zerosearch_trl as zs
@@ -323,6 +325,7 @@ def _doc_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[int], Any]:
     """``(generate, tokenizer, eos ids, model to put in eval mode while playing)`` for the policy, whatever form it
     was given in. An in-process model plays on :func:`_in_process` (continuous batching where it can)."""
+    from zerosearch_trl.generation.openai import OpenAIGenerator, OpenAITurns
     from zerosearch_trl.generation.transformers import eos_token_ids
 
     if model is None or isinstance(model, (str, os.PathLike)):
@@ -334,6 +337,8 @@ def _policy(model: Any, tokenizer: Any, batch_size: int) -> tuple[Any, Any, set[
         return _in_process(loaded, tokenizer, batch_size), tokenizer, eos_token_ids(loaded, tokenizer), None
     if tokenizer is None:
         raise ValueError("evaluate needs tokenizer= with a loaded model or a generator (the policy's tokenizer).")
+    if isinstance(model, OpenAIGenerator):  # each episode's turn is its own request, as soon as it is ready
+        return OpenAITurns(model), tokenizer, {tokenizer.eos_token_id}, None
     if hasattr(model, "generate_ids"):
         inner = getattr(model, "model", None)
         eos = eos_token_ids(inner, tokenizer) if hasattr(inner, "generation_config") else {tokenizer.eos_token_id}

@@ -6,7 +6,7 @@ their dependency only when constructed.
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, TextGenerator
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
-from zerosearch_trl.generation.openai import OpenAIGenerator, ServerUnreachableError
+from zerosearch_trl.generation.openai import OpenAIGenerator, OpenAITurns, ServerUnreachableError
 from zerosearch_trl.generation.transformers import TransformersGenerator
 from zerosearch_trl.generation.vllm import VLLMClientGenerator, VLLMEngineTurns, VLLMGenerator
 
@@ -15,6 +15,7 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "OpenAIGenerator",
+    "OpenAITurns",
     "ServerUnreachableError",
     "TextGenerator",
     "TransformersGenerator",

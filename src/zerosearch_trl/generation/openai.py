@@ -12,6 +12,10 @@ simulator's prefilled prompts need; ``transformers serve`` refuses any of them (
 generator switches, once and for good, to the plain schema: sampling extras are dropped (a warning names them) and
 a prefilled chat is rendered to text with the served model's chat template and sent to ``/v1/completions``, so it
 is still continued, not answered anew.
+
+:class:`OpenAITurns` makes a served policy a turn generator for the episode scheduler (evaluation): every
+episode's turn is its own request in flight, handed back the moment it finishes, so the server's own continuous
+batching (vLLM, SGLang) sees a steady stream instead of one batch per turn.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Hashable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -233,3 +237,55 @@ class OpenAIGenerator:
             "Start one (e.g. `vllm serve MODEL --port 8000` or `transformers serve FOLDER --port 8000`) "
             "or fix base_url."
         )
+
+
+class OpenAITurns:
+    """A policy behind an OpenAI-compatible server as the episode scheduler's turn generator: each :meth:`submit`
+    starts one request (``generator.max_concurrency`` in flight at most, the rest queued), and :meth:`step` hands
+    back the ones that finished, waiting up to ``poll`` seconds for the first (so that searches that come back in
+    the meantime are not kept waiting).
+
+    Args:
+        generator: an :class:`OpenAIGenerator` built with the served model's ``tokenizer`` (turns continue token
+            ids, see :meth:`OpenAIGenerator.generate_ids`).
+        poll: longest wait, in seconds, of one :meth:`step` for a request to finish.
+
+    Example:
+        >>> turns = OpenAITurns(OpenAIGenerator("http://localhost:8000/v1", tokenizer=tok))  # doctest: +SKIP
+        >>> turns.submit("episode-0", tok("Question: ...")["input_ids"], GenerationParams())  # doctest: +SKIP
+        >>> while not turns.idle: finished = turns.step()  # doctest: +SKIP
+    """
+
+    def __init__(self, generator: OpenAIGenerator, *, poll: float = 0.05) -> None:
+        if generator.tokenizer is None:
+            raise ValueError("OpenAITurns continues token ids: build OpenAIGenerator(..., tokenizer=tok).")
+        self.generator, self.poll = generator, poll
+        self._pool = ThreadPoolExecutor(max_workers=generator.max_concurrency, thread_name_prefix="policy")
+        self._requests: dict[Future, Hashable] = {}
+
+    @property
+    def idle(self) -> bool:
+        """Whether no request is queued or in flight."""
+        return not self._requests
+
+    def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
+        """Start one request (or queue it behind ``max_concurrency`` others)."""
+        self._requests[self._pool.submit(self.generator.generate_ids, [list(input_ids)], params)] = key
+
+    def step(self) -> list[tuple[Hashable, Generation]]:
+        """The requests that finished, after waiting up to ``poll`` seconds for the first.
+
+        Raises:
+            ServerUnreachableError: the server answered none of the first requests.
+        """
+        done, _ = wait(list(self._requests), timeout=self.poll, return_when=FIRST_COMPLETED)
+        return [(self._requests.pop(future), future.result()[0]) for future in done]
+
+    def release(self, key: Hashable) -> None:
+        """Nothing is kept per episode (a server with prefix caching keeps the history itself)."""
+
+    def reset(self) -> None:
+        """Drop every request: queued ones are cancelled, the replies of those in flight are ignored."""
+        for future in self._requests:
+            future.cancel()
+        self._requests.clear()
