@@ -54,7 +54,7 @@ from zerosearch_trl import (
     make_search_rollout,
     render_policy_prompt,
 )
-from zerosearch_trl.rollout import loop
+from zerosearch_trl.rollout import policy
 from zerosearch_trl.rollout.episode import episode_budget
 
 # Short documents (74 tokens for five) keep a search turn and the turn after it within a CPU-sized budget.
@@ -232,8 +232,8 @@ def run_rollout(
         processing_class=tokenizer,
         rollout_func=rollout,
     )
-    spy, real = GeneratorSpy(), loop.ContinuousTransformersGenerator
-    loop.ContinuousTransformersGenerator = spy
+    spy, real = GeneratorSpy(), policy.ContinuousTransformersGenerator
+    policy.ContinuousTransformersGenerator = spy
     meter.reset()
     torch.manual_seed(0)
     try:
@@ -241,7 +241,7 @@ def run_rollout(
         out = rollout(prompts, trainer)
         wall = time.perf_counter() - start
     finally:
-        loop.ContinuousTransformersGenerator = real
+        policy.ContinuousTransformersGenerator = real
     tokens = [sum(mask) for mask in out["env_mask"]]
     if continuous:  # the generator's own counts: generate() is not called
         stats = spy.made[0].stats

@@ -9,8 +9,9 @@ everything the last turn saw, is prefilled from where it stopped, so a turn neve
 Why not transformers' own continuous batching (``generate_batch``, paged attention)? Measured on the embedded
 model on CPU (``benchmarks/bench_rollout.py``), it was about 2x slower than one static batched ``generate`` for the
 same work, and it neither takes stop strings nor keeps a finished request's cache for the request that continues
-it. This generator is plain PyTorch over the model's ``forward`` with a ``DynamicCache``, so it runs wherever the
-model runs (CPU or one GPU, with or without LoRA adapters).
+it. This generator is plain PyTorch over the model's ``forward``, so it runs wherever the model runs (CPU or one
+GPU, with or without LoRA adapters), with its own KV store (:mod:`~zerosearch_trl.generation.slots`), where rows
+join, grow and leave in place instead of being copied at every step.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -33,6 +34,7 @@ from transformers.generation.logits_process import (
 )
 
 from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, truncate_at_stop
+from zerosearch_trl.generation.slots import slot_cache, swap_remove
 from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
 
 
@@ -87,7 +89,7 @@ class ContinuousTransformersGenerator:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self._waiting: list[_Row] = []
         self._rows: list[_Row] = []
-        self._cache: DynamicCache | None = None
+        self._cache: Cache | None = None  # of SlotLayers: rows join and leave in place
         self._mask: torch.Tensor | None = None  # [rows, width]: left padding 0, cached tokens 1
         self._kept: dict[Hashable, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._lock = threading.RLock()
@@ -228,23 +230,27 @@ class ContinuousTransformersGenerator:
         return [(layer.keys, layer.values) for layer in output.cache.layers], attention, output.logits[:, -1]
 
     def _merge(self, layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rows: list[_Row]) -> None:
-        """Left-pad the running batch and the joining rows to one width, stack them, and drop the columns that are
-        padding in every row."""
-        width = max(self._width(), mask.shape[1])
-        masks = [F.pad(mask, (width - mask.shape[1], 0))]
-        parts = [layers]
-        if self._mask is not None:
-            masks.insert(0, F.pad(self._mask, (width - self._width(), 0)))
-            parts.insert(0, [(layer.keys, layer.values) for layer in self._cache.layers])
-        stacked = torch.cat(masks)
-        start = int(stacked.any(0).nonzero()[0])
-        self._mask = stacked[:, start:]
-        self._cache = DynamicCache(ddp_cache_data=[
-            (torch.cat([_pad_left(part[i][0], width) for part in parts])[:, :, start:],
-             torch.cat([_pad_left(part[i][1], width) for part in parts])[:, :, start:])
-            for i in range(len(layers))
-        ])  # fmt: skip
+        """Add the joining rows to the running batch (in place, :class:`~.slots.SlotLayer`), their mask and the
+        running batch's left-padded to one width, and drop the columns that are padding in every row."""
+        if self._cache is None:
+            self._cache, self._mask = slot_cache(layers), mask
+        else:
+            width = max(self._width(), mask.shape[1])
+            for layer, (keys, values) in zip(self._cache.layers, layers):
+                layer.add_rows(keys, values)
+            self._mask = torch.cat(
+                [F.pad(self._mask, (width - self._width(), 0)), F.pad(mask, (width - mask.shape[1], 0))]
+            )
         self._rows += rows
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the leading columns that are padding in every running row (no copy: the window moves)."""
+        start = int(self._mask.any(0).nonzero()[0])
+        if start:
+            self._mask = self._mask[:, start:]
+            for layer in self._cache.layers:
+                layer.trim(start)
 
     # -- decoding ----------------------------------------------------------------------------------------------
 
@@ -262,7 +268,6 @@ class ContinuousTransformersGenerator:
             use_cache=True,
             logits_to_keep=1,
         )
-        self._cache = output.cache
         for row in self._rows:
             row.fed.append(row.generated[-1])
         next_tokens = self._sample(output.logits[:, -1], self._rows)
@@ -326,20 +331,15 @@ class ContinuousTransformersGenerator:
         for index, row in enumerate(self._rows):
             if row.finish is not None:
                 self._keep(row, _row_layers(layers, self._mask, index))
-        keep = [i for i, row in enumerate(self._rows) if row.finish is None]
-        self._rows = [self._rows[i] for i in keep]
-        if not self._rows:
-            self._cache = self._mask = None
+        order, moves = swap_remove([row.finish is None for row in self._rows])
+        if not order:
+            self._rows, self._cache, self._mask = [], None, None
             return finished
-        index = torch.tensor(keep, device=self._mask.device)
-        mask = self._mask[index]
-        start = int(mask.any(0).nonzero()[0])  # columns that are padding in every remaining row go
-        self._mask = mask[:, start:]
-        self._cache = DynamicCache(
-            ddp_cache_data=[
-                (layer.keys[index, :, start:], layer.values[index, :, start:]) for layer in self._cache.layers
-            ]
-        )
+        self._rows = [self._rows[i] for i in order]
+        self._mask = self._mask[torch.tensor(order, device=self._mask.device)]
+        for layer in self._cache.layers:
+            layer.keep_rows(moves, len(order))
+        self._trim()
         return finished
 
     def _keep(self, row: _Row, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
