@@ -12,7 +12,7 @@ from zerosearch_trl.engines.hybrid import HybridEngine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 from zerosearch_trl.evaluation import evaluate, write_evaluation
 from zerosearch_trl.training.config import EngineArguments
-from zerosearch_trl.training.job import SIMULATOR_TOLD_ANSWER, heldout_engines
+from zerosearch_trl.training.engines import SIMULATOR_TOLD_ANSWER, heldout_engines
 
 
 def simulator():

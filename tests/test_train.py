@@ -153,7 +153,7 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
 
     from zerosearch_trl.engines.hybrid import HybridEngine
     from zerosearch_trl.training.config import EngineArguments
-    from zerosearch_trl.training.job import build_engines
+    from zerosearch_trl.training.engines import build_engines
 
     settings = EngineArguments(engine="hybrid", real_prob=0.5, search_top_k=2, simulator_batch_size=4)
     engine, heldout = build_engines(settings, ModelConfig(model_name_or_path=str(tiny_model_dir)))
@@ -173,7 +173,7 @@ def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.engines.base import SearchRequest
     from zerosearch_trl.training.config import EngineArguments
-    from zerosearch_trl.training.job import build_engines
+    from zerosearch_trl.training.engines import build_engines
 
     task = make_demo_task(40, seed=0)
     engine, heldout = build_engines(EngineArguments(engine="bm25", search_top_k=3), ModelConfig(), task)
@@ -190,7 +190,7 @@ def test_heldout_engines_names_the_yardsticks_in_order(tiny_model_dir):
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.engines.base import engine_kind
     from zerosearch_trl.training.config import EngineArguments
-    from zerosearch_trl.training.job import SIMULATOR_TOLD_ANSWER, build_engines, heldout_engines
+    from zerosearch_trl.training.engines import SIMULATOR_TOLD_ANSWER, build_engines, heldout_engines
 
     task = make_demo_task(12, seed=0)
     settings = EngineArguments(engine="bm25", search_top_k=2, simulator_model=str(tiny_model_dir), noise_prob=0.5)
