@@ -3,7 +3,7 @@ scored greedily on the same held-out questions against a real engine (BM25 over 
 noise-free simulator, at the start (after the warm start) and the end.
 
     python benchmarks/bench_learning.py [--groups sim_to_real] [--seeds 0,1] [--steps 10] [--root runs/learning]
-    python benchmarks/bench_learning.py --replot
+    python benchmarks/bench_learning.py --replot    # or --table: the README's markdown table
 
 Groups, in the order of the issue's priorities (each shares the baseline run, ``simulator``: the default job,
 trained against the embedded simulator with the paper's exponential curriculum, F1 + format rewards, GRPO):
@@ -11,6 +11,7 @@ trained against the embedded simulator with the paper's exponential curriculum, 
 - ``sim_to_real``: ``simulator`` vs ``bm25`` (trained against BM25 itself, Search-R1's way);
 - ``curriculum``: vs ``fixed_noise`` (p = 0.25 throughout) and ``no_noise``;
 - ``rewards``: vs ``f1_only`` (the paper) and ``f1_small_format`` (format weighted 0.1);
+- ``loss_mask``: vs ``unmasked`` (the observations trained on too);
 - ``algorithms``: vs ``reinforce`` and ``ppo``.
 
 Each run is ``zerosearch-trl train`` in its own process (embedded model, warm start, demo task: 256 training and
@@ -181,6 +182,29 @@ def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def markdown_table(table: dict[str, dict]) -> str:
+    """One line per condition: held-out F1 and EM against BM25 (start -> end, mean over seeds, with the range of
+    the end values), searches per question and the well-formed share, and F1 against the simulator."""
+
+    def cell(scores: dict, metric: str) -> str:
+        start, end = scores[f"{metric}_start"], scores[f"{metric}_end"]
+        spread = f" ({end['min']:.2f}-{end['max']:.2f})" if end["min"] != end["max"] else ""
+        return f"{start['mean']:.2f} -> {end['mean']:.2f}{spread}"
+
+    lines = [
+        "| trained against / with | seeds | F1 vs BM25 | EM vs BM25 | searches per question | well-formed | "
+        "F1 vs simulator (told the answers) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for condition, row in table.items():
+        real, upper = row[YARDSTICK], row.get(UPPER_BOUND)
+        lines.append(
+            f"| {condition} | {len(row['seeds'])} | {cell(real, 'f1')} | {cell(real, 'exact_match')} | "
+            f"{cell(real, 'mean_searches')} | {cell(real, 'well_formed')} | {cell(upper, 'f1') if upper else '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", default="sim_to_real", help=f"Comma-separated, of {', '.join(GROUPS)}.")
@@ -190,9 +214,14 @@ def main() -> None:
     )
     parser.add_argument("--root", type=Path, default=Path("runs/learning"), help="Where the runs live (resumable).")
     parser.add_argument("--replot", action="store_true", help="Only redraw the plot from the results JSON.")
+    parser.add_argument("--table", action="store_true", help="Only print the results JSON as a markdown table.")
     args = parser.parse_args()
-    if args.replot:
-        plot(json.loads((RESULTS / f"{NAME}.json").read_text())["runs"], RESULTS / f"{NAME}.png")
+    if args.replot or args.table:
+        recorded = json.loads((RESULTS / f"{NAME}.json").read_text())
+        if args.replot:
+            plot(recorded["runs"], RESULTS / f"{NAME}.png")
+        else:
+            print(markdown_table(recorded["table"]))
         return
     unknown = [g for g in args.groups.split(",") if g not in GROUPS]
     if unknown:
@@ -213,10 +242,10 @@ def main() -> None:
             write_result(
                 NAME,
                 {
-                    "groups": args.groups.split(","),
+                    "groups": sorted(g for g, members in GROUPS.items() if set(members) <= set(runs)),
                     "steps": args.steps,
-                    "seeds": seeds,
-                    "flags": {c: CONDITIONS[c] for c in conditions},
+                    "seeds": sorted({int(s) for seeds_run in runs.values() for s in seeds_run}),
+                    "flags": {c: CONDITIONS[c] for c in runs},  # every recorded run's, so that all resume
                     "yardstick": "BM25 over the demo task's corpus; the simulator (noise 0) is told the answers",
                     "table": aggregate(runs),
                     "runs": runs,
