@@ -217,3 +217,16 @@ def test_a_served_policy_plays_each_turn_as_its_own_request(server, tokenizer):
     assert turns.idle and turns.step() == []
     with pytest.raises(ValueError, match="tokenizer"):
         OpenAITurns(OpenAIGenerator(base_url))
+
+
+def test_a_served_policy_that_cannot_be_reached_fails_its_turns_naming_the_url(tokenizer):
+    """Once no request is left in flight and none was ever answered, the turns fail loudly (not as empty turns)."""
+    from zerosearch_trl.generation.openai import OpenAITurns
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    turns = OpenAITurns(OpenAIGenerator(url, tokenizer=tokenizer, max_retries=0, timeout=2))
+    for key in range(2):
+        turns.submit(key, [1, 2, 3], GenerationParams(max_new_tokens=2))
+    with pytest.raises(ServerUnreachableError, match="127.0.0.1"):
+        while not turns.idle:
+            turns.step()

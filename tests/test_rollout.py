@@ -228,7 +228,15 @@ def test_unmasked_observations_are_the_same_episode_with_every_token_in_the_loss
         trainer.train()
         lengths[masked] = next(e["completions/mean_length"] for e in trainer.state.log_history if "loss" in e)
     assert sorted(outputs[True]["completion_ids"]) == sorted(outputs[False]["completion_ids"])
-    assert all(set(mask) == {1} for mask in outputs[False]["env_mask"])
+    assert any("<information>" in tokenizer.decode(ids) for ids in outputs[True]["completion_ids"])  # a search
+    unmasked_by_ids = {tuple(i): m for i, m in zip(outputs[False]["completion_ids"], outputs[False]["env_mask"])}
+    for ids, masked in zip(outputs[True]["completion_ids"], outputs[True]["env_mask"]):
+        unmasked = unmasked_by_ids[tuple(ids)]
+        # Unmasked: exactly the <information> blocks join the policy's tokens; the closing EOS stays masked.
+        assert all(b >= a for a, b in zip(masked, unmasked)) and unmasked[-1] == 0
+        flipped = tokenizer.decode([t for t, a, b in zip(ids, masked, unmasked) if a != b])
+        assert flipped.count("<information>") == tokenizer.decode(ids).count("<information>")
+        assert "<information>" not in tokenizer.decode([t for t, b in zip(ids, unmasked) if not b])
     assert any(0 in mask for mask in outputs[True]["env_mask"])
     # TRL counts (and trains on) the tokens whose mask is 1: unmasked, the observations too.
     assert lengths[False] > lengths[True]

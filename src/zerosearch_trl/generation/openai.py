@@ -262,6 +262,7 @@ class OpenAITurns:
         self.generator, self.poll = generator, poll
         self._pool = ThreadPoolExecutor(max_workers=generator.max_concurrency, thread_name_prefix="policy")
         self._requests: dict[Future, Hashable] = {}
+        self._answered = False  # whether any request has come back from the server
 
     @property
     def idle(self) -> bool:
@@ -276,16 +277,30 @@ class OpenAITurns:
         """The requests that finished, after waiting up to ``poll`` seconds for the first.
 
         Raises:
-            ServerUnreachableError: the server answered none of the first requests.
+            ServerUnreachableError: no request has been answered yet and none is left in flight: each failed to
+                reach the server.
         """
         done, _ = wait(list(self._requests), timeout=self.poll, return_when=FIRST_COMPLETED)
-        return [(self._requests.pop(future), future.result()[0]) for future in done]
+        finished = []
+        for future in done:
+            key = self._requests.pop(future)
+            try:
+                generation = future.result()[0]
+                self._answered = True
+            except ServerUnreachableError:
+                # One request's connection error says little while others are in flight: it fails alone.
+                if not self._answered and not self._requests:
+                    raise
+                generation = Generation(text="", finish_reason="error")
+            finished.append((key, generation))
+        return finished
 
     def release(self, key: Hashable) -> None:
         """Nothing is kept per episode (a server with prefix caching keeps the history itself)."""
 
     def reset(self) -> None:
-        """Drop every request: queued ones are cancelled, the replies of those in flight are ignored."""
+        """Drop every request: queued ones are cancelled, the replies of those in flight are ignored (the server
+        finishes them)."""
         for future in self._requests:
             future.cancel()
         self._requests.clear()

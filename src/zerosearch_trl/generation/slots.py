@@ -41,6 +41,8 @@ class SlotLayer(DynamicLayer):
         torch.Size([1, 1, 4, 4])
     """
 
+    is_croppable = False
+
     def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         super().__init__()
         self.is_initialized, self.device = True, keys.device
@@ -89,6 +91,14 @@ class SlotLayer(DynamicLayer):
         self._v[self.rows : rows_needed, :, self.end - width : self.end] = values
         self.rows = rows_needed
         self._refresh()
+
+    def _unsupported(self, *args, **kwargs) -> None:
+        raise NotImplementedError(
+            "A SlotLayer changes its rows with keep_rows/add_rows/trim (ContinuousTransformersGenerator); "
+            "DynamicLayer's crop, reorder and batch operations would bypass its buffer."
+        )
+
+    crop = batch_repeat_interleave = batch_select_indices = reorder_cache = _unsupported
 
     def _allocate(self, like: torch.Tensor, rows: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Zeros, not empty memory: columns that a row does not fill are masked out, but must still be finite.

@@ -9,6 +9,7 @@ and vLLM's prefix caching finds the turn's history, already computed, in its cac
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -115,6 +116,7 @@ class VLLMEngineTurns:
         self.generator = generator
         self.engine = generator.llm.llm_engine
         self._keys: dict[str, Hashable] = {}  # engine request id -> the caller's key
+        self._prefix = f"zerosearch-{uuid.uuid4().hex[:8]}"  # unique among every user of the engine
         self._ids = itertools.count()
 
     @property
@@ -124,7 +126,7 @@ class VLLMEngineTurns:
 
     def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
         """Add one request to the running engine, with the sampled tokens' logprobs."""
-        request_id = f"zerosearch-{next(self._ids)}"
+        request_id = f"{self._prefix}-{next(self._ids)}"
         self.engine.add_request(
             request_id, {"prompt_token_ids": list(input_ids)}, self.generator._sampling(params, logprobs=0)
         )

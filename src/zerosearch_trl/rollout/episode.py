@@ -27,6 +27,7 @@ class Episode:
     policy_turns: list[str] = field(default_factory=list)
     search_queries: list[str] = field(default_factory=list)
     documents: list[list[Document]] = field(default_factory=list)
+    retrieved: list[tuple[int, int]] = field(default_factory=list)  # each <information> block's token span
     turns: int = 0
     generation_errors: int = 0
     noisy_searches: int = 0
@@ -43,6 +44,14 @@ class Episode:
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         if not from_model:
             self.observation_tokens += len(ids)
+
+    def mask_with_retrieved(self) -> list[int]:
+        """``env_mask`` with the search results' tokens set to 1 (the loss-mask ablation): what the environment
+        wrote otherwise (corrective messages, the closing EOS) stays 0."""
+        mask = list(self.env_mask)
+        for start, end in self.retrieved:
+            mask[start:end] = [1] * (end - start)
+        return mask
 
     def drop_last(self) -> None:
         del self.completion_ids[-1], self.env_mask[-1], self.logprobs[-1]

@@ -187,8 +187,7 @@ class SearchRollout:
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": [e.logprobs for e in episodes] if self.have_logprobs else None,
-            # Unmasked (the ablation), the observations are trained on as if the policy had written them.
-            "env_mask": [e.env_mask if self.mask_observations else [1] * len(e.env_mask) for e in episodes],
+            "env_mask": [e.env_mask if self.mask_observations else e.mask_with_retrieved() for e in episodes],
             "policy_turns": [list(e.policy_turns) for e in episodes],
             "num_searches": [len(e.search_queries) for e in episodes],
             "search_queries": [list(e.search_queries) for e in episodes],
@@ -343,7 +342,9 @@ class SearchRollout:
         episode.search_queries.append(query)
         episode.documents.append(list(documents))
         episode.noisy_searches += any(d.meta.get("label") == "noisy" for d in documents)
+        start = len(episode.completion_ids)
         self._observe(episode, self._observation_ids(episode, documents, tokenizer), max_length)
+        episode.retrieved.append((start, len(episode.completion_ids)))
 
     def _observation_ids(self, episode: Episode, documents: list[Document], tokenizer: Any) -> list[int]:
         """The ``<information>`` block's tokens; a result over ``max_observation_tokens`` loses the end of its
@@ -419,9 +420,10 @@ def make_search_rollout(
             process: one process, DDP, ZeRO-1/2, a model with full-attention caches), with its searches running
             while the policy generates; otherwise every live episode's turn is generated together (vLLM server
             mode, ZeRO-3, FSDP). ``False``: always the latter. ``True``: the former, or an error saying why.
-        mask_observations: ``True`` (default, the paper's): the observations carry no loss (``env_mask = 0``).
-            ``False`` is the ablation (Search-R1's "retrieved token masking" off): they are trained on like the
-            policy's own tokens; HF generation only.
+        mask_observations: ``True`` (default, the paper's): the search results carry no loss (``env_mask = 0``).
+            ``False`` is the ablation (Search-R1's "retrieved token masking" off): the ``<information>`` blocks
+            are trained on like the policy's own tokens; corrective messages and the closing EOS stay masked.
+            HF generation only.
 
     Example:
         >>> engine = SimulatedSearchEngine(TransformersGenerator(model, tokenizer))  # doctest: +SKIP

@@ -140,7 +140,7 @@ class SearchScriptArguments(PromptArguments):
         default=True,
         metadata={
             "help": "Exclude the search results from the loss (the paper's default). false: the loss-mask ablation "
-            "(they are trained on as if the policy wrote them); HF generation only."
+            "(the <information> blocks are trained on as if the policy wrote them); HF generation only."
         },
     )
     tool_skip_drop: float = field(

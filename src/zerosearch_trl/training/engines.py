@@ -74,7 +74,8 @@ def heldout_engines(
     if real is not None:
         engines[real.name] = real
     elif task is not None:
-        engines["bm25"] = named_engine("bm25", engine, heldout_engine, task, engine_args)
+        # The demo task's own world, whatever --corpus the simulator was given: its questions ask those facts.
+        engines["bm25"] = named_engine("bm25", engine, heldout_engine, task, replace(engine_args, corpus=None))
     else:
         logger.warning(
             "The held-out questions are scored against the simulator only, which is told their gold answers: an "
