@@ -183,8 +183,9 @@ def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 def markdown_table(table: dict[str, dict]) -> str:
-    """One line per condition: held-out F1 and EM against BM25 (start -> end, mean over seeds, with the range of
-    the end values), searches per question and the well-formed share, and F1 against the simulator."""
+    """One line per condition: held-out F1 against BM25 (start -> end, mean over seeds, with the range of the end
+    values) and its change in each seed, EM, searches per question and the well-formed share, and F1 against the
+    simulator."""
 
     def cell(scores: dict, metric: str) -> str:
         start, end = scores[f"{metric}_start"], scores[f"{metric}_end"]
@@ -192,14 +193,15 @@ def markdown_table(table: dict[str, dict]) -> str:
         return f"{start['mean']:.2f} -> {end['mean']:.2f}{spread}"
 
     lines = [
-        "| trained against / with | seeds | F1 vs BM25 | EM vs BM25 | searches per question | well-formed | "
-        "F1 vs simulator (told the answers) |",
-        "|---|---|---|---|---|---|---|",
+        "| trained against / with | seeds | F1 vs BM25 | its change, per seed | EM vs BM25 | searches per question | "
+        "well-formed | F1 vs simulator (told the answers) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for condition, row in table.items():
         real, upper = row[YARDSTICK], row.get(UPPER_BOUND)
         lines.append(
-            f"| {condition} | {len(row['seeds'])} | {cell(real, 'f1')} | {cell(real, 'exact_match')} | "
+            f"| {condition} | {len(row['seeds'])} | {cell(real, 'f1')} | "
+            f"{', '.join(f'{change:+.2f}' for change in real['f1_change_per_seed'])} | {cell(real, 'exact_match')} | "
             f"{cell(real, 'mean_searches')} | {cell(real, 'well_formed')} | {cell(upper, 'f1') if upper else '-'} |"
         )
     return "\n".join(lines)
