@@ -66,6 +66,10 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--heldout_engines", "google"], "--heldout_engines 'google'.* e.g. --heldout_engines bm25,simulated"),
         (["--heldout_engines", ","], "--heldout_engines ','"),
         (["--mask_observations", "false", "--use_vllm", "true"], "--mask_observations false .* HF generation only"),
+        (
+            ["--continuous_batching", "true", "--use_vllm", "true", "--vllm_mode", "server"],
+            "--continuous_batching true with --vllm_mode server",
+        ),
     ],
 )
 def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_dir, argv, message):
@@ -85,6 +89,22 @@ def test_dataset_without_gold_answers_is_named(tmp_path, monkeypatch, tiny_model
     data.write_text(json.dumps({"question": "Who?", "golden_answers": []}) + "\n")
     with pytest.raises(QADataError, match="1 of 1 rows .* have no gold answers"):
         main(tiny_args(tiny_model_dir, tmp_path / "out", "--dataset", str(data)))
+
+
+@pytest.mark.slow
+def test_continuous_batching_false_trains_in_lockstep(tmp_path, tiny_model_dir, monkeypatch):
+    """The flag that gives bench_rollout's baseline at the job's own settings (a GPU's seconds per step, lockstep
+    vs scheduler) reaches the rollout: no continuous generator is ever made, and the step still trains."""
+    import zerosearch_trl.rollout.policy as policy
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--continuous_batching false built a continuous generator")
+
+    monkeypatch.setattr(policy, "ContinuousTransformersGenerator", refuse)
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_model_dir, out, "--continuous_batching", "false", "--max_steps", "1")) == 0
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "reward" in r] == [1]
 
 
 @pytest.mark.slow

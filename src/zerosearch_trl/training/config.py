@@ -143,6 +143,14 @@ class SearchScriptArguments(PromptArguments):
             "(the <information> blocks are trained on as if the policy wrote them); HF generation only."
         },
     )
+    continuous_batching: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Unset: each episode advances on its own where the trainer allows it (HF generation without "
+            "ZeRO-3/FSDP, colocated vLLM), else in lockstep. false: always lockstep (every live episode's turn "
+            "generated together; the baseline of bench_rollout.py). true: continuous, or an error saying why."
+        },
+    )
     tool_skip_drop: float = field(
         default=0.3,
         metadata={
@@ -357,6 +365,11 @@ def check_config(
         script_args.max_turn_tokens,
         script_args.max_observation_tokens,
     )
+    if script_args.continuous_batching and training_args.use_vllm and training_args.vllm_mode == "server":
+        raise ValueError(
+            "--continuous_batching true with --vllm_mode server: the server mode sends every process's rows in one "
+            "request, in lockstep. Use --vllm_mode colocate, or leave --continuous_batching unset."
+        )
     if not script_args.mask_observations and training_args.use_vllm:
         raise ValueError(
             "--mask_observations false (the loss-mask ablation) runs on HF generation only: vLLM's sampling logprobs "

@@ -309,6 +309,7 @@ def build_trainer(
             max_observation_tokens=args.script.max_observation_tokens,
             prefill=policy.prompt.prefill,
             mask_observations=args.script.mask_observations,
+            continuous_batching=args.script.continuous_batching,
         ),
         peft_config=get_peft_config(args.model),
         callbacks=[guard],
