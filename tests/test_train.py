@@ -173,10 +173,10 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
 
     from zerosearch_trl.engines.hybrid import HybridEngine
     from zerosearch_trl.training.config import EngineArguments
-    from zerosearch_trl.training.engines import build_engines
+    from zerosearch_trl.training.engines import build_engines, simulator_resolved
 
     settings = EngineArguments(engine="hybrid", real_prob=0.5, search_top_k=2, simulator_batch_size=4)
-    engine, heldout = build_engines(settings, ModelConfig(model_name_or_path=str(tiny_model_dir)))
+    engine, heldout = build_engines(simulator_resolved(settings, ModelConfig(model_name_or_path=str(tiny_model_dir))))
     assert isinstance(engine, HybridEngine) and isinstance(heldout, HybridEngine) and heldout is not engine
     assert heldout.real is engine.real  # one BM25 index, built once
     assert heldout.simulated.generator is engine.simulated.generator  # one copy of the simulator's weights
@@ -188,7 +188,6 @@ def test_hybrid_engine_and_its_noise_free_heldout_twin_share_the_simulator_and_t
 def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
     """A demo world's facts depend on its size: the default demo corpus (256 people) is another world than the
     job's task (288 questions by default), so training against BM25 would search facts the questions never ask."""
-    from trl import ModelConfig
 
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.engines.base import SearchRequest
@@ -196,7 +195,7 @@ def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
     from zerosearch_trl.training.engines import build_engines
 
     task = make_demo_task(40, seed=0)
-    engine, heldout = build_engines(EngineArguments(engine="bm25", search_top_k=3), ModelConfig(), task)
+    engine, heldout = build_engines(EngineArguments(engine="bm25", search_top_k=3), task)
     assert heldout is engine
     assert len(engine) == len(task.corpus)
     question, gold = task.dataset[0]["question"], task.dataset[0]["golden_answers"][0]
@@ -205,7 +204,6 @@ def test_bm25_without_a_corpus_indexes_the_demo_task_the_questions_come_from():
 
 
 def test_heldout_engines_names_the_yardsticks_in_order(tiny_model_dir):
-    from trl import ModelConfig
 
     from zerosearch_trl.demo import make_demo_task
     from zerosearch_trl.engines.base import engine_kind
@@ -214,7 +212,7 @@ def test_heldout_engines_names_the_yardsticks_in_order(tiny_model_dir):
 
     task = make_demo_task(12, seed=0)
     settings = EngineArguments(engine="bm25", search_top_k=2, simulator_model=str(tiny_model_dir), noise_prob=0.5)
-    engine, heldout = build_engines(settings, ModelConfig(), task)
+    engine, heldout = build_engines(settings, task)
     engines = heldout_engines(engine, heldout, task, settings, "bm25, simulated")
     assert list(engines) == ["bm25", SIMULATOR_TOLD_ANSWER]
     assert engines["bm25"] is engine  # trained against BM25: scored against that very index
@@ -223,7 +221,7 @@ def test_heldout_engines_names_the_yardsticks_in_order(tiny_model_dir):
     assert simulated.generator.model.name_or_path == str(tiny_model_dir)
     # A simulator-trained run scored against BM25 first: the demo task's own world, the simulator it trains with.
     settings = EngineArguments(engine="simulated", search_top_k=2, simulator_model=str(tiny_model_dir))
-    engine, heldout = build_engines(settings, ModelConfig(), task)
+    engine, heldout = build_engines(settings, task)
     engines = heldout_engines(engine, heldout, task, settings, "simulated,bm25")
     assert list(engines) == [SIMULATOR_TOLD_ANSWER, "bm25"] and engines[SIMULATOR_TOLD_ANSWER] is heldout
     assert len(engines["bm25"]) == len(task.corpus)

@@ -16,14 +16,14 @@ from zerosearch_trl.training.config import EngineArguments
 logger = logging.getLogger(__name__)
 
 
-def build_engines(engine_args: EngineArguments, model_args: Any, task: Any = None) -> tuple[Any, Any]:
-    """``(engine, heldout_engine)``: the engine the policy trains against, and the yardstick of the held-out
-    evaluation: the same settings without noise or cache, sharing the simulator's weights (and a hybrid's real
-    engine); a real engine serves both as it is. With the demo ``task`` and no ``--corpus``, a BM25/dense engine
-    indexes that task's own world (a default demo corpus of another size holds other facts)."""
+def build_engines(settings: EngineArguments, task: Any = None) -> tuple[Any, Any]:
+    """``(engine, heldout_engine)`` from ``settings`` (:func:`simulator_resolved`): the engine the policy trains
+    against, and the yardstick of the held-out evaluation: the same settings without noise or cache, sharing the
+    simulator's weights (and a hybrid's real engine); a real engine serves both as it is. With the demo ``task`` and
+    no ``--corpus``, a BM25/dense engine indexes that task's own world (a default demo corpus of another size holds
+    other facts)."""
     from zerosearch_trl.engines.factory import make_engine, make_simulator
 
-    settings = simulator_resolved(engine_args, model_args)
     corpus = task_corpus(task, settings)
     if settings.engine not in ("simulated", "hybrid"):
         engine = make_engine(settings, corpus=corpus)

@@ -118,7 +118,8 @@ def train(
     probes = {"start": None if zero3 else probe(policy, questions, n_probe)}
     warm = run_warm_start(policy, task, questions, args)
     probes["after_warm_start"] = probe(policy, questions, n_probe) if warm and not zero3 else None
-    engine, heldout_engine = build_engines(args.engine, args.model, task)
+    settings = simulator_resolved(args.engine, args.model)
+    engine, heldout_engine = build_engines(settings, task)
     guard = TrainingGuardCallback(tool_skip_drop=args.script.tool_skip_drop)
     trainer = build_trainer(policy, train_rows, engine, guard, args)
     if zero3:
@@ -126,7 +127,6 @@ def train(
     add_curriculum(trainer, engine, args.curriculum)
     heldout_eval = None
     if args.script.heldout_eval and len(heldout):
-        settings = simulator_resolved(args.engine, args.model)
         engines = heldout_engines(engine, heldout_engine, task, settings, args.script.heldout_engines)
         heldout_eval = add_heldout_eval(trainer, heldout, engines, policy, args)
     add_metrics_file(trainer, output_dir)
