@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -99,11 +100,21 @@ def test_a_policy_served_over_http_is_evaluated_from_token_ids(server, tokenizer
     rows = datasets.Dataset.from_list(
         [{"question": f"Where is Lyon {i}?", "golden_answers": ["France"]} for i in range(3)]
     )
+    before = set(threading.enumerate())
     result = evaluate(
         policy, {"toy": rows}, BM25Engine.from_corpus(PASSAGE_ROWS, top_k=2), tokenizer=tokenizer,
         max_completion_length=16, batch_size=2, progress=False,
     )  # fmt: skip
     assert result.datasets["toy"]["n"] == 3 and result.datasets["toy"]["errors"] == 0
+
+    # Its request threads end with it: evaluating checkpoint after checkpoint leaves none behind.
+    def left_behind() -> list[str]:
+        return [t.name for t in set(threading.enumerate()) - before if t.name.startswith("policy")]
+
+    deadline = time.monotonic() + 10
+    while left_behind() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left_behind()
     with pytest.raises(ValueError, match="tokenizer"):
         OpenAIGenerator(base_url).generate_ids([[1, 2]], GenerationParams(max_new_tokens=2))
 
@@ -215,6 +226,9 @@ def test_a_served_policy_plays_each_turn_as_its_own_request(server, tokenizer):
     turns.submit("dropped", prompts[1], params)
     turns.reset()
     assert turns.idle and turns.step() == []
+    turns.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        turns.submit("after close", prompts[0], params)
     with pytest.raises(ValueError, match="tokenizer"):
         OpenAITurns(OpenAIGenerator(base_url))
 

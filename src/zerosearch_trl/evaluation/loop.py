@@ -167,6 +167,8 @@ def evaluate(
             predictions.extend(engine_rows)
     finally:
         bar.close()
+        if hasattr(generate, "close"):  # a served policy's request threads (OpenAITurns)
+            generate.close()
     config = {
         "model": str(model) if isinstance(model, (str, os.PathLike)) or model is None else type(model).__name__,
         "engines": list(engines),

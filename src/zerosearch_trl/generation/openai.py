@@ -304,3 +304,9 @@ class OpenAITurns:
         for future in self._requests:
             future.cancel()
         self._requests.clear()
+
+    def close(self) -> None:
+        """:meth:`reset`, then let the request threads go (each ends with its request in flight, if any): an
+        ``evaluate()`` call would otherwise leave ``max_concurrency`` idle threads behind."""
+        self.reset()
+        self._pool.shutdown(wait=False, cancel_futures=True)
