@@ -97,6 +97,22 @@ def cpu_config(output_dir, config_class=None, **overrides):
     return config_class(output_dir=str(output_dir), **settings)
 
 
+def rank_policy(out):
+    """``(model, tokenizer)`` for a process of a distributed test: the same tiny model on every rank (one seed; DDP
+    starts from identical weights anyway), saved in the rank's own folder and loaded from it, since with beta > 0
+    TRL loads the reference model, and PPO its critic, from the policy's folder."""
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from zerosearch_trl.models import default_model_path, load_tokenizer
+
+    tokenizer = load_tokenizer(default_model_path())
+    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
+    make_tiny_model(tokenizer).save_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder), tokenizer
+
+
 def tiny_grpo_trainer(tokenizer, output_dir, reward_funcs, callbacks=(), **config):
     """A real GRPOTrainer on a tiny random model over two plain-text prompts: 2 steps of 8 tokens on CPU."""
     import datasets

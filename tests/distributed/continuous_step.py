@@ -9,13 +9,11 @@ import os
 import sys
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer
 
-from helpers import cpu_config, make_tiny_model
+from helpers import cpu_config, rank_policy
 from test_rollout import RecordingEngine, qa_dataset
 from zerosearch_trl.generation.continuous import ContinuousTransformersGenerator
-from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout, policy
 
@@ -29,10 +27,7 @@ def spy(model, tokenizer, **kwargs):
 
 def main(out: Path) -> None:
     policy.ContinuousTransformersGenerator = spy
-    tokenizer = load_tokenizer(default_model_path())
-    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
-    make_tiny_model(tokenizer).save_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    model, tokenizer = rank_policy(out)
     engine = RecordingEngine()
     config = cpu_config(
         out / "run", per_device_train_batch_size=2, num_generations=2, max_completion_length=145, max_steps=1

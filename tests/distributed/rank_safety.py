@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import trl.models
-from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer
 
-from helpers import cpu_config, make_tiny_model
+from helpers import cpu_config, rank_policy
 from test_rollout import RecordingEngine, qa_dataset, scripted_generate
-from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.rollout import make_search_rollout
 
@@ -37,10 +35,7 @@ def counting_unwrap(*args, **kwargs):
 
 def main(out: Path) -> None:
     trl.models.unwrap_model_for_generation = counting_unwrap
-    tokenizer = load_tokenizer(default_model_path())
-    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
-    make_tiny_model(tokenizer).save_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    model, tokenizer = rank_policy(out)
     model.generate = scripted_generate(tokenizer)
     engine = RecordingEngine(seed=0)
     config = cpu_config(

@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer
 
-from helpers import cpu_config, make_tiny_model
+from helpers import cpu_config, rank_policy
 from test_rollout import RecordingEngine, qa_dataset, row_scripted_rollout, scripted_generate
-from zerosearch_trl.models import default_model_path, load_tokenizer
 from zerosearch_trl.rewards import f1_reward
 from zerosearch_trl.training.ppo import SearchPPOTrainer
 from zerosearch_trl.training.ppo_config import SearchPPOConfig
@@ -29,12 +27,7 @@ TRAINERS = {
 
 
 def main(out: Path, algorithm: str) -> None:
-    tokenizer = load_tokenizer(default_model_path())
-    # Same seed on both ranks (DDP starts from identical weights anyway), saved per rank: with beta > 0 TRL loads
-    # the reference model, and PPO its critic, from the policy's folder.
-    folder = out / f"policy-{os.environ.get('LOCAL_RANK', '0')}"
-    make_tiny_model(tokenizer).save_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    model, tokenizer = rank_policy(out)
     model.generate = scripted_generate(tokenizer, wrong_answer_rows={1, 3})
     engine = RecordingEngine()
     rollout = row_scripted_rollout(engine)
