@@ -57,6 +57,20 @@ GROUPS: dict[str, list[str]] = {
     "loss_mask": ["simulator", "unmasked"],
     "algorithms": ["simulator", "reinforce", "ppo"],
 }
+LABELS: dict[str, str] = {
+    "simulator": "simulator, curriculum on (the default job)",
+    "bm25": "BM25 itself (Search-R1's way)",
+    "fixed_noise": "simulator, fixed noise p = 0.25",
+    "no_noise": "simulator, no noise",
+    "f1_only": "reward: F1 alone (the paper's)",
+    "f1_small_format": "reward: F1 + 0.1 x format",
+    "unmasked": "observations not masked",
+    "reinforce": "REINFORCE",
+    "ppo": "PPO",
+}
+"""How the README's table names each condition; the default job is GRPO, F1 + format (1:1), observations masked."""
+TRAIN_WINDOW = 3
+"""Training curves are compared over their first and last this many steps (a single step is 4 episodes)."""
 YARDSTICK, UPPER_BOUND = "bm25", "simulator_told_answer"
 METRICS = ("f1", "exact_match", "mean_searches", "well_formed")
 NAME = "learning"
@@ -158,7 +172,18 @@ def aggregate(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
                 for r in seeds.values()
             ]
             table[condition][engine] = cell
+        for curve in ("train_episodes_with_search", "train_f1"):
+            table[condition][curve] = {
+                moment: round(statistics.fmean(statistics.fmean(window(r[curve], moment)) for r in seeds.values()), 4)
+                for moment in ("start", "end")
+            }
     return table
+
+
+def window(curve: list[float | None], moment: str) -> list[float]:
+    """The first or last :data:`TRAIN_WINDOW` logged values of a training curve."""
+    values = [v for v in curve if v is not None]
+    return values[:TRAIN_WINDOW] if moment == "start" else values[-TRAIN_WINDOW:]
 
 
 def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
@@ -192,17 +217,21 @@ def markdown_table(table: dict[str, dict]) -> str:
         spread = f" ({end['min']:.2f}-{end['max']:.2f})" if end["min"] != end["max"] else ""
         return f"{start['mean']:.2f} -> {end['mean']:.2f}{spread}"
 
+    def curve(row: dict, name: str) -> str:
+        return f"{row[name]['start']:.2f} -> {row[name]['end']:.2f}" if name in row else "-"
+
     lines = [
         "| trained against / with | seeds | F1 vs BM25 | its change, per seed | EM vs BM25 | searches per question | "
-        "well-formed | F1 vs simulator (told the answers) |",
-        "|---|---|---|---|---|---|---|---|",
+        "well-formed | F1 vs simulator (told the answers) | training: episodes that search | training: F1 reward |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for condition, row in table.items():
         real, upper = row[YARDSTICK], row.get(UPPER_BOUND)
         lines.append(
-            f"| {condition} | {len(row['seeds'])} | {cell(real, 'f1')} | "
+            f"| {LABELS.get(condition, condition)} | {len(row['seeds'])} | {cell(real, 'f1')} | "
             f"{', '.join(f'{change:+.2f}' for change in real['f1_change_per_seed'])} | {cell(real, 'exact_match')} | "
-            f"{cell(real, 'mean_searches')} | {cell(real, 'well_formed')} | {cell(upper, 'f1') if upper else '-'} |"
+            f"{cell(real, 'mean_searches')} | {cell(real, 'well_formed')} | {cell(upper, 'f1') if upper else '-'} | "
+            f"{curve(row, 'train_episodes_with_search')} | {curve(row, 'train_f1')} |"
         )
     return "\n".join(lines)
 
@@ -223,7 +252,7 @@ def main() -> None:
         if args.replot:
             plot(recorded["runs"], RESULTS / f"{NAME}.png")
         else:
-            print(markdown_table(recorded["table"]))
+            print(markdown_table(aggregate(recorded["runs"])))
         return
     unknown = [g for g in args.groups.split(",") if g not in GROUPS]
     if unknown:
