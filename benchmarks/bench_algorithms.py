@@ -2,6 +2,11 @@
 
     python benchmarks/bench_algorithms.py [--max-steps 3] [--algorithms grpo,reinforce,ppo] [--keep DIR] [--replot]
     python benchmarks/bench_algorithms.py --gpu [--max-steps 20] [--time-limit 400]
+    python benchmarks/bench_algorithms.py --gpu --algorithms grpo --rollouts lockstep,scheduler --max-steps 4
+
+``--rollouts lockstep,scheduler`` runs each algorithm once per rollout (``--continuous_batching false``: every
+turn of every live episode generated together; the default: the episode scheduler) and reports the ratio of their
+median seconds per step, side by side in one session.
 
 Each run is ``zerosearch-trl train --algorithm A`` (embedded model, same warm start, same seed, same demo
 questions) in its own process. By default it uses the CPU defaults and runs under ``/usr/bin/time -v`` for the peak
@@ -60,6 +65,10 @@ class GpuMemoryPoller:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+ROLLOUT_FLAGS = {"scheduler": [], "lockstep": ["--continuous_batching", "false"]}
+"""How each ``--rollouts`` entry plays the episodes: the job's default, or every turn in lockstep."""
 
 
 def run(algorithm: str, max_steps: int, out: Path, extra: list[str], time_limit: float | None) -> dict:
@@ -140,6 +149,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="Steps per run (default: 3; 20 with --gpu).")
     parser.add_argument("--algorithms", default="grpo,reinforce,ppo")
     parser.add_argument("--gpu", action="store_true", help="GPU settings; writes results/algorithms_gpu.*.")
+    parser.add_argument(
+        "--rollouts", default="scheduler", help="Comma-separated, of scheduler, lockstep (side by side)."
+    )
     parser.add_argument("--time-limit", type=float, default=None, help="Stop a run after this many seconds.")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the runs here (default: a temporary folder).")
     parser.add_argument("--replot", action="store_true", help="Only redraw the plot from the results JSON.")
@@ -150,16 +162,45 @@ def main() -> None:
         return
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA GPU; without one, run the CPU comparison (no --gpu).")
+    rollouts = args.rollouts.split(",")
+    unknown = [r for r in rollouts if r not in ROLLOUT_FLAGS]
+    if unknown:
+        raise SystemExit(f"Unknown rollout(s) {unknown}: choose from {', '.join(ROLLOUT_FLAGS)}.")
+    if rollouts != ["scheduler"]:
+        name += "_rollouts"  # its own file: the algorithm comparison's stays as it was
     max_steps = args.max_steps or (20 if args.gpu else 3)
     extra = GPU_ARGS if args.gpu else []
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-algorithms-"))
     results = {}
     for algorithm in args.algorithms.split(","):
-        results[algorithm] = run(algorithm, max_steps, root / algorithm, extra, args.time_limit)
-        print(algorithm, json.dumps(results[algorithm]), flush=True)
-    plot(results, RESULTS / f"{name}.png", TITLES[name])
-    config = {"max_steps": max_steps, "flags": extra, "time_limit": args.time_limit}
-    write_result(name, {**config, "runs": results, "output_dir": str(root)})
+        for rollout in rollouts:
+            label = algorithm if rollouts == ["scheduler"] else f"{algorithm} ({rollout})"
+            flags = [*extra, *ROLLOUT_FLAGS[rollout]]
+            folder = root / (algorithm if rollouts == ["scheduler"] else f"{algorithm}-{rollout}")
+            results[label] = run(algorithm, max_steps, folder, flags, args.time_limit)
+            print(label, json.dumps(results[label]), flush=True)
+    plot(results, RESULTS / f"{name}.png", TITLES[name.removesuffix("_rollouts")])
+    config = {"max_steps": max_steps, "flags": extra, "time_limit": args.time_limit, "rollouts": rollouts}
+    write_result(name, {**config, "runs": results, "output_dir": str(root), **speedups(results, rollouts)})
+
+
+def speedups(results: dict[str, dict], rollouts: list[str]) -> dict:
+    """Per algorithm, lockstep's median seconds per step over the scheduler's (the first step, which also loads
+    and compiles, left out where there are more)."""
+    if set(rollouts) != {"lockstep", "scheduler"}:
+        return {}
+
+    def median_step(label: str) -> float | None:
+        times = results[label]["seconds_per_step"]
+        return statistics.median(times[1:] or times) if times else None
+
+    ratios = {}
+    for label in results:
+        if label.endswith("(scheduler)"):
+            algorithm = label.removesuffix(" (scheduler)")
+            lockstep, scheduler = median_step(f"{algorithm} (lockstep)"), median_step(label)
+            ratios[algorithm] = round(lockstep / scheduler, 2) if lockstep and scheduler else None
+    return {"lockstep_over_scheduler_seconds_per_step": ratios}
 
 
 if __name__ == "__main__":
