@@ -19,7 +19,7 @@ Each run is ``zerosearch-trl train`` in its own process (embedded model, warm st
 steps and flags) or whose ``summary.json`` records all its steps is read back, not rerun; an unfinished one is
 started again from scratch (its scores at step 0 exist only in the
 run's memory until it ends). ``results/learning.json`` is rewritten after each run, and ``learning.png`` draws the
-held-out F1 against BM25 at the start and the end, per condition, each seed a point.
+change of held-out F1 (end - start) per condition, each seed a dot, against BM25 and against the simulator.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ LABELS: dict[str, str] = {
     "reinforce": "REINFORCE",
     "ppo": "PPO",
 }
-"""How the README's table names each condition; the default job is GRPO, F1 + format (1:1), observations masked."""
+"""What each condition is, in the README's table (the plot names them by key); the default job is GRPO, F1 + format
+(1:1), observations masked."""
 TRAIN_WINDOW = 3
 """Training curves are compared over their first and last this many steps (a single step is 4 episodes)."""
 YARDSTICK, UPPER_BOUND = "bm25", "simulator_told_answer"
@@ -187,23 +188,32 @@ def window(curve: list[float | None], moment: str) -> list[float]:
 
 
 def plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
+    """Per condition, the change of held-out F1 (end - start) in each seed, a dot each, and their mean, a bar:
+    against BM25 on the left, against the simulator (told the answers) on the right."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 3.8), layout="constrained")
-    left, right = figure.subplots(1, 2, sharey=True)  # one scale: the two engines side by side
-    for index, (condition, seeds) in enumerate(runs.items()):
-        for seed, record in seeds.items():
-            label = condition if seed == min(seeds) else None
-            for axes, engine in ((left, YARDSTICK), (right, UPPER_BOUND)):
-                if engine not in record["heldout"]:
-                    continue
-                start, end = (record["heldout"][engine][m]["f1"] for m in ("start", "end"))
-                axes.plot([0, 1], [start, end], marker="o", color=f"C{index}", alpha=0.8, label=label)
-    for axes, title in ((left, "against BM25 (the real engine)"), (right, "against the simulator (upper bound)")):
-        axes.set(title=title, ylabel="held-out F1 (greedy)", xticks=[0, 1], xticklabels=["start", "end"])
-        axes.grid(alpha=0.3)
-    left.legend(fontsize="small")
-    figure.suptitle("Held-out F1 before and after RL, each line one seed")
+    conditions = [c for c in CONDITIONS if c in runs]
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    panels = figure.subplots(1, 2, sharey=True)  # one scale: the two engines side by side
+    for axes, engine, title in (
+        (panels[0], YARDSTICK, "against BM25 (the real engine)"),
+        (panels[1], UPPER_BOUND, "against the simulator (upper bound)"),
+    ):
+        for x, condition in enumerate(conditions):
+            changes = [
+                r["heldout"][engine]["end"]["f1"] - r["heldout"][engine]["start"]["f1"]
+                for r in runs[condition].values()
+                if engine in r["heldout"]
+            ]
+            if changes:
+                axes.bar(x, statistics.fmean(changes), width=0.6, color=f"C{x}", alpha=0.35)
+                axes.scatter([x] * len(changes), changes, color=f"C{x}", zorder=3)
+        axes.axhline(0, color="black", linewidth=0.8)
+        axes.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
+        axes.set_title(title)
+        axes.grid(axis="y", alpha=0.3)
+    panels[0].set_ylabel("held-out F1 change, end - start (greedy)")
+    figure.suptitle("What 10 RL steps changed: each dot one seed, each bar their mean")
     figure.savefig(path, dpi=120)
 
 
@@ -228,7 +238,7 @@ def markdown_table(table: dict[str, dict]) -> str:
     for condition, row in table.items():
         real, upper = row[YARDSTICK], row.get(UPPER_BOUND)
         lines.append(
-            f"| {LABELS.get(condition, condition)} | {len(row['seeds'])} | {cell(real, 'f1')} | "
+            f"| `{condition}`: {LABELS.get(condition, condition)} | {len(row['seeds'])} | {cell(real, 'f1')} | "
             f"{', '.join(f'{change:+.2f}' for change in real['f1_change_per_seed'])} | {cell(real, 'exact_match')} | "
             f"{cell(real, 'mean_searches')} | {cell(real, 'well_formed')} | {cell(upper, 'f1') if upper else '-'} | "
             f"{curve(row, 'train_episodes_with_search')} | {curve(row, 'train_f1')} |"
