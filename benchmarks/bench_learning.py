@@ -4,6 +4,7 @@ noise-free simulator, at the start (after the warm start) and the end.
 
     python benchmarks/bench_learning.py [--groups sim_to_real] [--seeds 0,1] [--steps 10] [--root runs/learning]
     python benchmarks/bench_learning.py --replot    # or --table: the README's markdown table
+    python benchmarks/bench_learning.py --groups curriculum --collect    # record finished runs, train none
 
 Groups, in the order of the issue's priorities (each shares the baseline run, ``simulator``: the default job,
 trained against the embedded simulator with the paper's exponential curriculum, F1 + format rewards, GRPO):
@@ -254,6 +255,9 @@ def main() -> None:
         "--steps", type=int, default=10, help="RL steps per run (4 episodes each: one question, 4 samples)."
     )
     parser.add_argument("--root", type=Path, default=Path("runs/learning"), help="Where the runs live (resumable).")
+    parser.add_argument(
+        "--collect", action="store_true", help="Only record the runs that finished under --root; train none."
+    )
     parser.add_argument("--replot", action="store_true", help="Only redraw the plot from the results JSON.")
     parser.add_argument("--table", action="store_true", help="Only print the results JSON as a markdown table.")
     args = parser.parse_args()
@@ -276,6 +280,8 @@ def main() -> None:
             if str(seed) in runs.get(condition, {}):
                 continue  # recorded in the results JSON (its run folder may be on another machine)
             out = args.root / condition / f"seed{seed}"
+            if args.collect and finished(out, args.steps) is None:
+                continue
             summary = train(condition, seed, args.steps, out)
             runs.setdefault(condition, {})[str(seed)] = run_record(summary, out)
             print(condition, seed, json.dumps(runs[condition][str(seed)]["heldout"]), flush=True)
