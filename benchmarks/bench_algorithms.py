@@ -166,20 +166,21 @@ def main() -> None:
     unknown = [r for r in rollouts if r not in ROLLOUT_FLAGS]
     if unknown:
         raise SystemExit(f"Unknown rollout(s) {unknown}: choose from {', '.join(ROLLOUT_FLAGS)}.")
-    if rollouts != ["scheduler"]:
-        name += "_rollouts"  # its own file: the algorithm comparison's stays as it was
     max_steps = args.max_steps or (20 if args.gpu else 3)
     extra = GPU_ARGS if args.gpu else []
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-algorithms-"))
     results = {}
+    only_default = rollouts == ["scheduler"]  # the algorithm comparison: runs named by algorithm alone
     for algorithm in args.algorithms.split(","):
         for rollout in rollouts:
-            label = algorithm if rollouts == ["scheduler"] else f"{algorithm} ({rollout})"
-            flags = [*extra, *ROLLOUT_FLAGS[rollout]]
-            folder = root / (algorithm if rollouts == ["scheduler"] else f"{algorithm}-{rollout}")
-            results[label] = run(algorithm, max_steps, folder, flags, args.time_limit)
+            label = algorithm if only_default else f"{algorithm} ({rollout})"
+            folder = root / (algorithm if only_default else f"{algorithm}-{rollout}")
+            results[label] = run(algorithm, max_steps, folder, [*extra, *ROLLOUT_FLAGS[rollout]], args.time_limit)
             print(label, json.dumps(results[label]), flush=True)
-    plot(results, RESULTS / f"{name}.png", TITLES[name.removesuffix("_rollouts")])
+    title = TITLES[name]
+    if not only_default:
+        name += "_rollouts"  # its own file: the algorithm comparison's stays as it was
+    plot(results, RESULTS / f"{name}.png", title)
     config = {"max_steps": max_steps, "flags": extra, "time_limit": args.time_limit, "rollouts": rollouts}
     write_result(name, {**config, "runs": results, "output_dir": str(root), **speedups(results, rollouts)})
 
