@@ -22,6 +22,17 @@ def test_seeded_sampling_is_repeatable(tiny_model, tokenizer):
     ]
 
 
+def test_a_seeded_call_leaves_the_global_rng_where_it_found_it(tiny_model, tokenizer):
+    """A simulator in the policy's process generates with its own seed: the policy's draws must go on unreset."""
+    import torch
+
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    TransformersGenerator(tiny_model, tokenizer).generate(["x"], GenerationParams(6, temperature=1.0, seed=3))
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_threads_get_the_same_seeded_samples_as_sequential_calls(tiny_model, tokenizer):
     """serve runs engine calls in a thread pool: concurrent seeded calls must not interleave torch's global RNG."""
     from concurrent.futures import ThreadPoolExecutor

@@ -12,11 +12,14 @@ import pytest
 
 from helpers import ScriptedGenerator, make_tiny_model
 from test_rollout import RecordingEngine, make_trainer, qa_dataset, scripted_generate
+from zerosearch_trl.engines.base import RequestDraws, SearchRequest
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.hybrid import HybridEngine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
 from zerosearch_trl.rollout import make_search_rollout
 from zerosearch_trl.rollout.policy import check_generation_flags
+
+PLAIN = [SearchRequest(f"query {i}") for i in range(64)]
 
 
 def simulator(seed=0):
@@ -28,11 +31,11 @@ def test_draws_differ_across_processes_and_repeat_after_a_resume():
     modes = {}
     for rank in (0, 1):
         engine.reseed(step=7, rank=rank)
-        modes[rank] = engine.draw_modes(64)
+        modes[rank] = engine.draw_modes(PLAIN)
     assert modes[0] != modes[1]  # with one engine_seed for all processes, every process drew the same sequence
     resumed = simulator()
     resumed.reseed(step=7, rank=1)  # a fresh process resumed at step 7
-    assert resumed.draw_modes(64) == modes[1]
+    assert resumed.draw_modes(PLAIN) == modes[1]
     unseeded = SimulatedSearchEngine(ScriptedGenerator(lambda p: [""] * len(p)), noise_prob=0.5, seed=None)
     unseeded.reseed(step=7, rank=1)
     assert unseeded.seed is None  # no seed: the draws stay unseeded
@@ -43,8 +46,39 @@ def test_a_hybrid_reseeds_its_own_draw_and_its_simulator():
     one, two = HybridEngine(real, simulator(), seed=3), HybridEngine(real, simulator(), seed=3)
     for engine in (one, two):
         engine.reseed(step=2, rank=1)
-    assert [one._rng.random() for _ in range(8)] == [two._rng.random() for _ in range(8)]
-    assert one.simulated.draw_modes(16) == two.simulated.draw_modes(16)
+    assert one._draws.uniforms(PLAIN) == two._draws.uniforms(PLAIN)
+    assert one.simulated.draw_modes(PLAIN) == two.simulated.draw_modes(PLAIN)
+
+
+def keyed(n, step=0):
+    return [SearchRequest(f"query {i}", draw_key=f"{i}|{step}") for i in range(n)]
+
+
+def test_a_keyed_search_draws_the_same_whatever_its_batch_and_its_place_in_it():
+    engine = simulator()
+    engine.reseed(step=4, rank=1)
+    together = engine.draw_modes(keyed(64))
+    engine.reseed(step=4, rank=1)
+    one_by_one_backwards = [engine.draw_modes([request])[0] for request in reversed(keyed(64))][::-1]
+    assert one_by_one_backwards == together
+    assert 16 < together.count("noisy") < 48  # p = 0.5
+    engine.reseed(step=5, rank=1)
+    assert engine.draw_modes(keyed(64)) != together  # a new step draws anew
+    engine.reseed(step=4, rank=0)
+    assert engine.draw_modes(keyed(64)) != together  # and so does another process
+    # Without keys the draws come from the step's stream, in request order: backwards, they differ.
+    engine.reseed(step=4, rank=1)
+    stream = engine.draw_modes(PLAIN)
+    engine.reseed(step=4, rank=1)
+    assert [engine.draw_modes([request])[0] for request in reversed(PLAIN)][::-1] != stream
+
+
+def test_a_hybrids_real_or_simulated_draw_is_apart_from_its_simulators_noise_draw():
+    # Both seeded with one engine_seed, as the factory builds them: keyed draws must not coincide.
+    draws = {purpose: RequestDraws(0, purpose).uniforms(keyed(256)) for purpose in ("engine", "noise")}
+    agree = sum((a < 0.5) == (b < 0.5) for a, b in zip(draws["engine"], draws["noise"]))
+    assert 96 < agree < 160  # independent: about half agree (identical draws would all agree)
+    assert RequestDraws(None, "noise").uniforms(keyed(4)) != RequestDraws(None, "noise").uniforms(keyed(4))
 
 
 class ReseedRecorder(RecordingEngine):

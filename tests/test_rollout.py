@@ -278,6 +278,28 @@ def test_noisy_fraction_and_metrics(policy, tokenizer):
     assert metrics["search/observation_tokens_per_episode"][0] > 20
 
 
+def test_each_search_draws_its_noise_by_episode_and_search_index_not_by_batch(tokenizer):
+    class OneByOneBackwards(RecordingEngine):
+        """Answers a batch one request at a time, last first: as if the searches had come back in another order."""
+
+        def search(self, requests, modes=None):
+            return [super(OneByOneBackwards, self).search([r])[0] for r in reversed(requests)][::-1]
+
+    questions = ["Where is Gamma?", "Where is Alpha?"] * 4  # Gamma searches twice, Alpha once
+    noisy = []
+    for engine in (RecordingEngine(noise_prob=0.5, seed=3), OneByOneBackwards(noise_prob=0.5, seed=3)):
+        model = make_tiny_model(tokenizer)
+        model.generate = scripted_generate(tokenizer)
+        dataset = qa_dataset(questions)
+        rollout = make_search_rollout(engine, max_turns=2, continuous_batching=False)
+        noisy.append(
+            rollout(list(dataset["prompt"]), make_trainer(model, tokenizer, dataset, rollout))["noisy_fraction"]
+        )
+        assert len(engine.batches) > 2 if isinstance(engine, OneByOneBackwards) else len(engine.batches) == 2
+    assert noisy[0] == noisy[1]
+    assert 0 < sum(noisy[0]) < len(questions)  # both modes were drawn
+
+
 def test_engine_exception_does_not_crash_the_rollout(policy, tokenizer):
     class Broken:
         name, top_k = "broken", 5

@@ -72,7 +72,7 @@ class StandInSamplingParams:
     def __init__(self, *, max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, stop, seed,
                  include_stop_str_in_output, logprobs=None):  # fmt: skip
         assert include_stop_str_in_output is True
-        self.max_tokens, self.stop, self.logprobs = max_tokens, stop or [], logprobs
+        self.max_tokens, self.stop, self.logprobs, self.seed = max_tokens, stop or [], logprobs, seed
 
 
 def request_output(policy: ScriptedVLLM, prompt_ids, sampling_params, request_id=None) -> SimpleNamespace:
@@ -95,9 +95,11 @@ class StandInEngine:
         self.running: dict[str, list] = {}  # request id -> [steps left, finished output]
         self.added: list[tuple[str, int]] = []  # (request id, requests already running when it was added)
         self.aborted: list[str] = []
+        self.seeds: list[int | None] = []
 
     def add_request(self, request_id, prompt, params):
         assert request_id not in self.running
+        self.seeds.append(params.seed)
         output = request_output(self.policy, prompt["prompt_token_ids"], params, request_id)
         self.added.append((request_id, len(self.running)))
         self.running[request_id] = [max(len(output.outputs[0].token_ids), 1), output]
@@ -212,6 +214,17 @@ def test_vllm_paths_match_hf_and_return_sampling_logprobs(stand_in_vllm, tokeniz
         assert any(running for _, running in engine.added[len(QUESTIONS) :])
     else:  # lockstep: one batched call per turn, all live rows together
         assert policy.calls == turns and engine.added == []
+
+
+def test_each_colocated_request_samples_with_a_seed_of_its_own(stand_in_vllm, tokenizer):
+    """vLLM seeds per request: one seed for every request would sample a GRPO group's episodes alike."""
+    seeds = []
+    for _ in range(2):
+        trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate", questions=QUESTIONS[:2] * 2)
+        rollout(list(dataset["prompt"]), trainer)
+        seeds.append(trainer.vllm_generation.llm.llm_engine.seeds)
+    assert None not in seeds[0] and len(set(seeds[0])) == len(seeds[0])  # the same question's episodes too
+    assert seeds[0] == seeds[1]  # and a rerun of the step seeds alike
 
 
 def test_colocated_engine_requests_are_aborted_when_the_rollout_fails(stand_in_vllm, tokenizer):

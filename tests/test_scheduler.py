@@ -119,6 +119,24 @@ def test_sampling_honours_the_seed_and_the_filters(smol):
     assert [g.token_ids for g in first] != [g.token_ids for g in greedy]
 
 
+def test_a_seeded_request_samples_alike_whatever_decodes_beside_it(smol):
+    model, tokenizer = smol
+    ids = encode(tokenizer, PROMPTS)
+    params = GenerationParams(max_new_tokens=12, temperature=1.0, seed=11)
+    together = ContinuousTransformersGenerator(model, tokenizer).generate_ids(ids, params)
+    alone = [ContinuousTransformersGenerator(model, tokenizer).generate_ids([row], params)[0] for row in ids[:1]]
+    late = ContinuousTransformersGenerator(model, tokenizer, max_batch=2, chunk=3)  # rows join as others leave
+    for key, row in [(("generate_ids", i), row) for i, row in enumerate(ids)][::-1]:
+        late.submit(key, row, params)
+    finished = {}
+    while not late.idle:
+        finished.update(late.step())
+    assert alone[0].token_ids == together[0].token_ids
+    assert [finished[("generate_ids", i)].token_ids for i in range(len(ids))] == [g.token_ids for g in together]
+    twice = ContinuousTransformersGenerator(model, tokenizer).generate_ids([ids[0], ids[0]], params)
+    assert twice[0].token_ids != twice[1].token_ids  # one prompt twice (a GRPO group): two samples
+
+
 def test_bad_requests_are_named(smol):
     model, tokenizer = smol
     generator = ContinuousTransformersGenerator(model, tokenizer)
@@ -275,6 +293,24 @@ def test_a_real_grpo_step_on_the_continuous_path(tmp_path, tokenizer, monkeypatc
     assert all(t == 2 for t in map(len, out["policy_turns"]))
     assert made[0].stats["reused_tokens"] > 0
     assert trainer.state.global_step == 1
+
+
+def test_a_rollouts_episodes_are_the_same_however_the_continuous_generator_batches_them(tokenizer, monkeypatch):
+    """The rollout seeds each turn by its step, process and episode: episodes of a sampled policy do not depend on
+    which rows decoded beside them, or when they were admitted."""
+    completions = []
+    for max_batch, chunk in ((8, 16), (1, 16), (3, 2)):
+
+        def sized(model, tokenizer, max_batch=max_batch, chunk=chunk):
+            return ContinuousTransformersGenerator(model, tokenizer, max_batch=max_batch, chunk=chunk)
+
+        monkeypatch.setattr(policy, "ContinuousTransformersGenerator", sized)
+        dataset = qa_dataset(["Where is Alpha?", "Where is Beta?"])
+        rollout = make_search_rollout(RecordingEngine(), max_turns=1, max_turn_tokens=16, max_observation_tokens=96)
+        trainer = make_trainer(make_tiny_model(tokenizer), tokenizer, dataset, rollout, 145, temperature=1.0)
+        completions.append(rollout(list(dataset["prompt"]) * 2, trainer)["completion_ids"])
+    assert completions[0] == completions[1] == completions[2]
+    assert completions[0][0] != completions[0][2]  # one question twice: two different episodes
 
 
 def test_the_trainer_decides_the_turn_generator_and_forcing_continuous_where_it_cannot_is_named(tokenizer):

@@ -164,11 +164,12 @@ def test_leak_guard_off_keeps_leaks_and_finetuned_format_shows_answer():
 
 
 def test_noise_draw_is_per_request_and_seeded():
+    requests = [SearchRequest(f"query {i}") for i in range(2000)]
     engine = SimulatedSearchEngine(ScriptedGenerator([]), noise_prob=0.3, seed=1)
-    modes = engine.draw_modes(2000)
+    modes = engine.draw_modes(requests)
     assert 0.26 < modes.count("noisy") / 2000 < 0.34
     again = SimulatedSearchEngine(ScriptedGenerator([]), noise_prob=0.3, seed=1)
-    assert again.draw_modes(2000) == modes
+    assert again.draw_modes(requests) == modes
 
 
 def test_cache_serves_repeats_per_mode():

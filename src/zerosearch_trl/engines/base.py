@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +26,10 @@ SEARCH_FAILED_TEXT = "The search failed; no results."
 class SearchRequest:
     """One query, with the episode's question and gold answers when known (the simulator needs them).
 
+    ``draw_key`` names the search within its step (the search rollout sets episode and search index), so that an
+    engine's random draw for it does not depend on the batch it travels in (:class:`RequestDraws`); it plays no
+    part in equality, hence in caching.
+
     Example:
         >>> SearchRequest("Lyon country", question="In which country is Lyon?", golden_answers=("France",))
         SearchRequest(query='Lyon country', question='In which country is Lyon?', golden_answers=('France',))
@@ -33,6 +38,7 @@ class SearchRequest:
     query: str
     question: str | None = None
     golden_answers: tuple[str, ...] = ()
+    draw_key: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable of answers (a list from a dataset row) but store a hashable tuple for caching.
@@ -161,13 +167,47 @@ def engine_kind(engine: object) -> str:
     return "real"
 
 
-def draw_rng(seed: int | None, *, rank: int, step: int) -> random.Random:
-    """The random draws of an engine (useful or noisy, real or simulated) for one optimisation step on one process:
-    a pure function of ``(seed, rank, step)``, so processes draw apart and a resumed run draws what an uninterrupted
-    one would; unseeded when ``seed`` is ``None``.
+class RequestDraws:
+    """An engine's random draws, one uniform number per request (useful or noisy, real or simulated).
+
+    They restart at every optimisation step on every process (:meth:`reseed`), so processes draw apart and a run
+    resumed at step ``i`` draws what an uninterrupted one would. A request with a ``draw_key`` draws from
+    ``(seed, purpose, rank, step, draw_key)`` alone: the same search of the same episode gets the same draw whatever
+    batch it travels in and whenever it comes (the episode scheduler's batches depend on timing). A request without
+    one takes the next number of the step's stream. Unseeded (``seed=None``) draws are unseeded.
+
+    Args:
+        seed: the engine's seed, or ``None``.
+        purpose: keeps two engines' keyed draws apart (a hybrid's real-or-simulated draw and its simulator's
+            useful-or-noisy draw under one seed).
 
     Example:
-        >>> draw_rng(0, rank=1, step=3).random() == draw_rng(0, rank=1, step=3).random()
+        >>> draws = RequestDraws(0, "noise")
+        >>> draws.reseed(step=3, rank=1)
+        >>> keyed = [SearchRequest("a", draw_key="episode-2|search-0"), SearchRequest("b")]
+        >>> first = draws.uniforms(keyed)
+        >>> draws.reseed(step=3, rank=1)
+        >>> draws.uniforms([SearchRequest("b"), keyed[0]])[1] == first[0]  # the keyed draw ignores the order
         True
     """
-    return random.Random(None if seed is None else f"{seed}|{rank}|{step}")
+
+    def __init__(self, seed: int | None, purpose: str) -> None:
+        self.seed, self.purpose = seed, purpose
+        self._lock = threading.Lock()
+        self.reseed(step=0, rank=0)  # a fresh engine draws as step 0 of process 0
+
+    def reseed(self, *, step: int, rank: int = 0) -> None:
+        """Restart the draws for optimisation step ``step`` on process ``rank``."""
+        with self._lock:
+            self._where = f"{self.seed}|{rank}|{step}"
+            self._stream = random.Random(None if self.seed is None else self._where)
+
+    def uniforms(self, requests: Sequence[SearchRequest]) -> list[float]:
+        """One number in ``[0, 1)`` per request."""
+        with self._lock:
+            return [
+                self._stream.random()
+                if request.draw_key is None or self.seed is None
+                else random.Random(f"{self._where}|{self.purpose}|{request.draw_key}").random()
+                for request in requests
+            ]

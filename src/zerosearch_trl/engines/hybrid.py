@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest, draw_rng, search_documents
+from zerosearch_trl.engines.base import Document, RequestDraws, SearchEngine, SearchRequest, search_documents
 
 
 @dataclass
@@ -93,14 +93,12 @@ class HybridEngine:
         self.stats = HybridStats()
         self.seed = seed
         self._lock = threading.Lock()
-        self._rng = draw_rng(seed, rank=0, step=0)  # a fresh engine draws as step 0 of process 0 (see reseed)
+        self._draws = RequestDraws(seed, "engine")
 
     def reseed(self, *, step: int, rank: int = 0) -> None:
         """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)``
         (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
-        if self.seed is not None:
-            with self._lock:
-                self._rng = draw_rng(self.seed, rank=rank, step=step)
+        self._draws.reseed(step=step, rank=rank)
         reseed = getattr(self.simulated, "reseed", None)
         if callable(reseed):
             reseed(step=step, rank=rank)
@@ -134,8 +132,7 @@ class HybridEngine:
 
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         """One batched call per engine; results in request order, each document tagged with ``served_by``."""
-        with self._lock:
-            to_real = [self._rng.random() < self._real_prob for _ in requests]
+        to_real = [u < self._real_prob for u in self._draws.uniforms(requests)]
         real_ids = [i for i, real in enumerate(to_real) if real]
         simulated_ids = [i for i, real in enumerate(to_real) if not real]
         results: list[list[Document]] = [[] for _ in requests]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from zerosearch_trl.engines.base import Document, SearchRequest, contains_answer, draw_rng, validate_top_k
+from zerosearch_trl.engines.base import Document, RequestDraws, SearchRequest, contains_answer, validate_top_k
 from zerosearch_trl.engines.cache import SearchCache
 from zerosearch_trl.generation.base import GenerationParams, TextGenerator
 from zerosearch_trl.prompts import (
@@ -214,7 +214,7 @@ class SimulatedSearchEngine:
         self.stats = SimulatorStats()
         self.seed = seed
         self._lock = threading.Lock()
-        self._rng = draw_rng(seed, rank=0, step=0)  # a fresh engine draws as step 0 of process 0 (see reseed)
+        self._draws = RequestDraws(seed, "noise")
 
     @staticmethod
     def check_settings(
@@ -268,23 +268,23 @@ class SimulatedSearchEngine:
 
     def reseed(self, *, step: int, rank: int = 0) -> None:
         """Restart the useful/noisy draws from ``(seed, rank, step)``: processes draw apart, and a run resumed at
-        step ``i`` draws what an uninterrupted one would (the search rollout calls it at every step). A ``None``
-        seed keeps the draws unseeded.
+        step ``i`` draws what an uninterrupted one would (the search rollout calls it at every step). A request's
+        ``draw_key`` makes its draw independent of its batch (see :class:`~zerosearch_trl.engines.base.RequestDraws`).
+        A ``None`` seed keeps the draws unseeded.
 
         Example:
             >>> engine = SimulatedSearchEngine(generator=None, noise_prob=0.5, seed=0)
-            >>> engine.reseed(step=3, rank=1); first = engine.draw_modes(8)
-            >>> engine.reseed(step=3, rank=1); first == engine.draw_modes(8)
+            >>> requests = [SearchRequest(f"q{i}") for i in range(8)]
+            >>> engine.reseed(step=3, rank=1); first = engine.draw_modes(requests)
+            >>> engine.reseed(step=3, rank=1); first == engine.draw_modes(requests)
             True
         """
-        if self.seed is not None:
-            with self._lock:
-                self._rng = draw_rng(self.seed, rank=rank, step=step)
+        self._draws.reseed(step=step, rank=rank)
 
-    def draw_modes(self, n: int) -> list[SimulatorMode]:
-        """Draw useful/noisy for ``n`` requests, independently, with the current ``noise_prob``."""
-        with self._lock:
-            return ["noisy" if self._rng.random() < self._noise_prob else "useful" for _ in range(n)]
+    def draw_modes(self, requests: Sequence[SearchRequest]) -> list[SimulatorMode]:
+        """Draw useful/noisy per request, independently, with the current ``noise_prob``."""
+        noise_prob = self._noise_prob
+        return ["noisy" if u < noise_prob else "useful" for u in self._draws.uniforms(requests)]
 
     def search(
         self, requests: Sequence[SearchRequest], modes: Sequence[SimulatorMode] | None = None
@@ -297,7 +297,7 @@ class SimulatedSearchEngine:
         """
         if not requests:
             return []
-        modes = list(modes) if modes is not None else self.draw_modes(len(requests))
+        modes = list(modes) if modes is not None else self.draw_modes(requests)
         if len(modes) != len(requests):
             raise ValueError(f"Got {len(modes)} modes for {len(requests)} requests.")
         keys = [self._cache_key(r, m) for r, m in zip(requests, modes)]

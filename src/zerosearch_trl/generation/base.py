@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -24,7 +25,9 @@ class GenerationParams:
         min_p: drop tokens less likely than ``min_p`` times the most likely one; ``None`` for no limit.
         repetition_penalty: 1.0 for none.
         stop: strings that end a generation (kept in the returned text).
-        seed: makes sampling repeatable where the backend allows it.
+        seed: makes sampling repeatable where the backend allows it. A turn generator (continuous batching)
+            gives each request its own seed, :func:`derive_seed` of this one, the request's key and its input's
+            length, so that a request samples the same tokens whatever runs beside it.
 
     Example:
         >>> GenerationParams(max_new_tokens=64, temperature=0.8, stop=("</search>",)).temperature
@@ -104,3 +107,15 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` just after the earliest stop string; return ``(text, whether one was found)``."""
     cuts = [text.find(s) + len(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def derive_seed(*parts: object) -> int:
+    """A non-negative 63-bit seed that is a pure function of ``parts`` (their ``repr``), stable across processes
+    and Python runs (unlike ``hash``).
+
+    Example:
+        >>> derive_seed(0, "episode", 3) == derive_seed(0, "episode", 3) != derive_seed(0, "episode", 4)
+        True
+    """
+    digest = hashlib.blake2b("|".join(map(repr, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1

@@ -33,7 +33,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, truncate_at_stop
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, derive_seed, truncate_at_stop
 from zerosearch_trl.generation.slots import slot_cache, swap_remove
 from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
 
@@ -41,11 +41,13 @@ from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
 @dataclass
 class _Row:
     """A request while it decodes: ``fed`` are the ids whose keys and values are cached (its input, then each
-    generated token but the newest, which is fed at the next step)."""
+    generated token but the newest, which is fed at the next step); ``generator`` its own sampling draws when
+    seeded."""
 
     key: Hashable
     fed: list[int]
     params: GenerationParams
+    generator: torch.Generator | None = None
     generated: list[int] = field(default_factory=list)
     finish: str | None = None
 
@@ -93,8 +95,6 @@ class ContinuousTransformersGenerator:
         self._mask: torch.Tensor | None = None  # [rows, width]: left padding 0, cached tokens 1
         self._kept: dict[Hashable, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._lock = threading.RLock()
-        self._generator: torch.Generator | None = None
-        self._seed: int | None = None
         self.stats = {"decode_steps": 0, "row_steps": 0, "prefill_tokens": 0, "reused_tokens": 0,
                       "prefill_seconds": 0.0, "decode_seconds": 0.0}  # fmt: skip
 
@@ -109,10 +109,12 @@ class ContinuousTransformersGenerator:
             raise ValueError(f"Request {key!r} has no input ids: a generation needs at least one token to follow.")
         if any(row.key == key for row in (*self._waiting, *self._rows)):
             raise ValueError(f"Request {key!r} is already running: a key is one request at a time.")
-        if params.seed is not None and params.seed != self._seed:  # one stream per seed, not one per request
-            self._generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
-            self._seed = params.seed
-        self._waiting.append(_Row(key, list(input_ids), params))
+        # A seeded request draws from its own stream, so its tokens do not depend on which rows decode beside it.
+        generator = None
+        if params.seed is not None:
+            seed = derive_seed(params.seed, key, len(input_ids))
+            generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        self._waiting.append(_Row(key, list(input_ids), params, generator))
 
     def release(self, key: Hashable) -> None:
         """Forget the cache kept for ``key`` (its episode is over)."""
@@ -302,8 +304,7 @@ class ContinuousTransformersGenerator:
                     warpers.append(TopPLogitsWarper(top_p))
                 if min_p:
                     warpers.append(MinPLogitsWarper(min_p))
-                scores = warpers(None, scores)
-                picks = torch.multinomial(scores.softmax(-1), 1, generator=self._generator).squeeze(-1)
+                picks = _exponential_race(warpers(None, scores).softmax(-1), [rows[i].generator for i in indices])
             for index, token in zip(indices, picks.tolist()):
                 chosen[index] = token
         return chosen
@@ -351,6 +352,18 @@ class ContinuousTransformersGenerator:
     def _result(self, row: _Row) -> Generation:
         text, _ = truncate_at_stop(self.tokenizer.decode(row.generated, skip_special_tokens=True), row.params.stop)
         return Generation(text=text, finish_reason=row.finish or "length", token_ids=list(row.generated))
+
+
+def _exponential_race(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row of ``probs``: the argmax of ``p / E`` with ``E ~ Exp(1)`` per token (the Gumbel-max trick),
+    which picks token ``i`` with probability ``p_i``. Each row draws its noise from its own generator where it has
+    one, else from torch's global one (which ``torch.manual_seed`` seeds, as for ``generate``). Unlike an inverse
+    CDF over the vocabulary, a pick only changes when two tokens' scores nearly tie, so the rounding differences
+    of batched forward passes do not change a seeded row's tokens."""
+    noise = torch.stack(
+        [torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g) for g in generators]
+    )
+    return (probs / noise).argmax(-1)
 
 
 def _row_layers(

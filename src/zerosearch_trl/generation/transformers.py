@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -19,7 +20,7 @@ class TransformersGenerator:
     cores, batch 16 yields ~6x the tokens per second of batch 1.
 
     Safe to call from several threads (``serve``'s worker pool does): calls run one at a time, because a seeded
-    call sets torch's global RNG, a fast tokenizer used by two threads at once can fail ("Already borrowed"),
+    call seeds torch's global RNG while it runs, a fast tokenizer used by two threads at once can fail ("Already borrowed"),
     and two ``generate`` calls on the same device only compete for it.
 
     Args:
@@ -60,14 +61,25 @@ class TransformersGenerator:
         """
         order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
         results: list[Generation | None] = [None] * len(input_ids)
-        with self._lock:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+        with self._lock, self._seeded(params.seed):
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 for index, generation in zip(batch, self._generate_batch([list(input_ids[i]) for i in batch], params)):
                     results[index] = generation
         return results  # type: ignore[return-value]
+
+    @contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """``generate`` samples from torch's global RNG: a seeded call seeds it, and puts back the state it found,
+        so that it does not reset the draws of whoever else samples in this process (the policy, when a simulator
+        shares its process)."""
+        if seed is None:
+            yield
+            return
+        device = self.model.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
 
     def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, derive_seed, is_prefilled
 
 
 def import_vllm() -> Any:
@@ -127,6 +128,8 @@ class VLLMEngineTurns:
     def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
         """Add one request to the running engine, with the sampled tokens' logprobs."""
         request_id = f"{self._prefix}-{next(self._ids)}"
+        if params.seed is not None:  # its own seed: rows of one prompt (a GRPO group) must not sample alike
+            params = replace(params, seed=derive_seed(params.seed, key, len(input_ids)))
         self.engine.add_request(
             request_id, {"prompt_token_ids": list(input_ids)}, self.generator._sampling(params, logprobs=0)
         )

@@ -36,7 +36,7 @@ from typing import Any
 
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.environment import SimulatedSearchEnv
-from zerosearch_trl.generation.base import Generation, GenerationParams
+from zerosearch_trl.generation.base import Generation, GenerationParams, derive_seed
 from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
@@ -170,6 +170,11 @@ class SearchRollout:
             if backend == "colocate":
                 stack.enter_context(colocated_vllm_awake(trainer))
             generate = turn_generator(trainer, tokenizer, backend, eos_ids, stack, self.continuous_batching)
+            if isinstance(generate, TurnGenerator):
+                # Each turn then samples from a seed of its own (this one's, its episode's and its length's), so an
+                # episode's tokens do not depend on when its searches came back or which rows decoded beside it.
+                rank = trainer.accelerator.process_index
+                params = replace(params, seed=derive_seed(args.seed, trainer.state.global_step, rank))
             searches = self.play(
                 episodes,
                 generate,
@@ -244,7 +249,11 @@ class SearchRollout:
             return self._take_turn(episode, generation, episode.turns == self.max_turns, tokenizer, max_length)
 
         def make_request(index: int, query: str) -> SearchRequest:
-            return SearchRequest(query, episodes[index].question, episodes[index].golden_answers)
+            episode = episodes[index]
+            # The engine's draw (useful or noisy; real or simulated) then belongs to this search of this episode,
+            # whatever batch the scheduler's timing puts it in.
+            draw_key = f"{index}|{len(episode.search_queries)}"
+            return SearchRequest(query, episode.question, episode.golden_answers, draw_key=draw_key)
 
         scheduler = EpisodeScheduler(
             turns,
