@@ -80,6 +80,36 @@ def test_bad_configuration_fails_before_any_model_loads(monkeypatch, tiny_model_
         check_config(*parse("--model_name_or_path", str(tiny_model_dir), *argv))
 
 
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": "zero3.json"}, "DeepSpeed ZeRO-3"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, None),
+        ({}, None),
+    ],
+)
+def test_continuous_batching_where_generation_gathers_shards_fails_before_any_model_loads(
+    tmp_path, monkeypatch, tiny_model_dir, env, refused
+):
+    import zerosearch_trl.models as models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    parsed = parse("--model_name_or_path", str(tiny_model_dir), "--continuous_batching", "true")
+    for name, value in env.items():  # what accelerate launch sets (after parsing: DeepSpeed is not installed here)
+        monkeypatch.setenv(name, value)
+    if refused is None:
+        check_config(*parsed)
+        return
+    with pytest.raises(ValueError, match=f"--continuous_batching true under {refused}: .* leave --continuous_batching"):
+        check_config(*parsed)
+    parsed[0].continuous_batching = None  # unset, the rollout picks lockstep there by itself
+    check_config(*parsed)
+
+
 def test_dataset_without_gold_answers_is_named(tmp_path, monkeypatch, tiny_model_dir):
     import zerosearch_trl.models as models
     from zerosearch_trl.data import QADataError

@@ -7,9 +7,12 @@ through TRL's client, the main process generating every process's rows in one re
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from zerosearch_trl.generation.base import Generation, GenerationParams
@@ -159,6 +162,36 @@ def hf_generation_model(trainer: Any) -> Iterator[Any]:
         full_params,
     ):
         yield model
+
+
+def planned_sharding(args: Any) -> str | None:
+    """How the run will shard its model, read before anything loads from the training arguments or from what
+    ``accelerate launch`` sets: ``"FSDP"``, ``"DeepSpeed ZeRO-<stage>"``, ``"DeepSpeed"`` (stage not stated), or
+    ``None`` (one process, or DDP).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> planned_sharding(SimpleNamespace(fsdp=None, deepspeed={"zero_optimization": {"stage": 3}}))
+        'DeepSpeed ZeRO-3'
+    """
+    if getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "FSDP"
+    config = getattr(args, "deepspeed", None)
+    if not config and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return None
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config = config or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if isinstance(config, str) and Path(config).is_file():
+        config = json.loads(Path(config).read_text())
+    if isinstance(config, dict):
+        stage = config.get("zero_optimization", {}).get("stage", stage)
+    return f"DeepSpeed ZeRO-{stage}" if stage not in (None, "", "auto") else "DeepSpeed"
+
+
+def gathers_for_generation(sharding: str | None) -> bool:
+    """Whether generation under ``sharding`` (:func:`planned_sharding`) gathers parameters collectively, so that
+    every process must generate each turn together: FSDP and ZeRO-3."""
+    return sharding in ("FSDP", "DeepSpeed ZeRO-3")
 
 
 def can_batch_continuously(trainer: Any, backend: str) -> bool:

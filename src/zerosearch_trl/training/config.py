@@ -21,7 +21,7 @@ from typing import Any
 from zerosearch_trl.engines.factory import EngineSettings
 from zerosearch_trl.prompts import PromptArguments
 from zerosearch_trl.rollout.episode import DEFAULT_OBSERVATION_TOKENS, DEFAULT_TURN_TOKENS, check_episode_budget
-from zerosearch_trl.rollout.policy import check_generation_flags
+from zerosearch_trl.rollout.policy import check_generation_flags, gathers_for_generation, planned_sharding
 from zerosearch_trl.training.ppo_config import SearchPPOConfig
 from zerosearch_trl.training.reinforce import SearchReinforceConfig
 
@@ -369,6 +369,13 @@ def check_config(
         raise ValueError(
             "--continuous_batching true with --vllm_mode server: the server mode sends every process's rows in one "
             "request, in lockstep. Use --vllm_mode colocate, or leave --continuous_batching unset."
+        )
+    sharding = planned_sharding(training_args)
+    if script_args.continuous_batching and not training_args.use_vllm and gathers_for_generation(sharding):
+        raise ValueError(
+            f"--continuous_batching true under {sharding}: generation gathers the sharded parameters collectively, "
+            "so every process generates each turn together, in lockstep. Use DDP or ZeRO-1/2 "
+            "(examples/accelerate/deepspeed_zero2.yaml), or leave --continuous_batching unset."
         )
     if not script_args.mask_observations and training_args.use_vllm:
         raise ValueError(

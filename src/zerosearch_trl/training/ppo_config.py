@@ -7,12 +7,13 @@ and is refused under DeepSpeed, FSDP, fp16 or half-precision weights, with the f
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from trl import GRPOConfig
+
+from zerosearch_trl.rollout.policy import planned_sharding
 
 PPO_LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 """TRL loss types that are PPO's clipped surrogate (the others change the objective itself)."""
@@ -85,7 +86,7 @@ def check_ppo_config(args: Any, policy: str | None = None) -> None:
         )
     if args.beta < 0:
         raise ValueError(f"beta (the KL coefficient) must be >= 0, got {args.beta}.")
-    sharded = _sharded_training(args)
+    sharded = planned_sharding(args)
     if sharded:
         raise ValueError(
             f"PPO under {sharded} is not supported: the critic trains with its own AdamW, outside accelerate's "
@@ -118,15 +119,6 @@ def check_ppo_config(args: Any, policy: str | None = None) -> None:
             f"The critic {critic!r} has a vocabulary of {critic_config.vocab_size} tokens, the policy {policy!r} "
             f"{policy_vocab}: the critic reads the policy's token ids, so it must share its tokenizer."
         )
-
-
-def _sharded_training(args: Any) -> str | None:
-    """``"DeepSpeed"`` or ``"FSDP"`` when the run shards its model (from the config or accelerate's launcher)."""
-    if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        return "DeepSpeed"
-    if getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        return "FSDP"
-    return None
 
 
 def check_trainable_precision(model: Any, name: str) -> None:
