@@ -86,9 +86,9 @@ class ReseedRecorder(RecordingEngine):
         super().__init__(**kwargs)
         self.reseeds = []
 
-    def reseed(self, *, step, rank=0):
-        self.reseeds.append((step, rank))
-        super().reseed(step=step, rank=rank)
+    def reseed(self, *, step, rank=0, call=0):
+        self.reseeds.append((step, rank, call))
+        super().reseed(step=step, rank=rank, call=call)
 
 
 def test_the_rollout_reseeds_the_engine_at_each_step_with_its_process(tokenizer):
@@ -99,8 +99,22 @@ def test_the_rollout_reseeds_the_engine_at_each_step_with_its_process(tokenizer)
     rollout = make_search_rollout(engine)
     trainer = make_trainer(model, tokenizer, dataset, rollout, 400)
     trainer.state.global_step = 5
+    model.train()  # as during trainer.train()
     rollout(list(dataset["prompt"]), trainer)
-    assert engine.reseeds == [(5, 0)]
+    assert engine.reseeds == [(5, 0, 0)]
+    rollout(list(dataset["prompt"]), trainer)  # a second generation within step 5 (steps_per_generation < GA)
+    model.eval()  # TRL's evaluation at step 5: its batches count apart from training's
+    rollout(list(dataset["prompt"]), trainer)
+    rollout(list(dataset["prompt"]), trainer)
+    model.train()
+    trainer.state.global_step = 6
+    rollout(list(dataset["prompt"]), trainer)
+    assert engine.reseeds == [(5, 0, 0), (5, 0, 1), (5, 0, "eval0"), (5, 0, "eval1"), (6, 0, 0)]
+    engine.noise_prob = 0.5
+    engine.reseed(step=5, rank=0, call=0)
+    first = engine.draw_modes(PLAIN)
+    engine.reseed(step=5, rank=0, call=1)
+    assert engine.draw_modes(PLAIN) != first  # the second generation draws anew
 
 
 def test_engine_failures_are_logged_per_step_not_as_a_running_total(tokenizer):

@@ -196,10 +196,12 @@ class RequestDraws:
         self._lock = threading.Lock()
         self.reseed(step=0, rank=0)  # a fresh engine draws as step 0 of process 0
 
-    def reseed(self, *, step: int, rank: int = 0) -> None:
-        """Restart the draws for optimisation step ``step`` on process ``rank``."""
+    def reseed(self, *, step: int, rank: int = 0, call: int | str = 0) -> None:
+        """Restart the draws for rollout ``call`` of optimisation step ``step`` on process ``rank``: ``0``, ``1``...
+        for training (TRL generates more than once per step when ``steps_per_generation`` is below the accumulation
+        steps), ``"eval0"``, ``"eval1"``... for an evaluation's batches at that step."""
         with self._lock:
-            self._where = f"{self.seed}|{rank}|{step}"
+            self._where = f"{self.seed}|{rank}|{step}" + (f"|{call}" if call else "")
             self._stream = random.Random(None if self.seed is None else self._where)
 
     def uniforms(self, requests: Sequence[SearchRequest]) -> list[float]:

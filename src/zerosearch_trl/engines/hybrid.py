@@ -95,13 +95,13 @@ class HybridEngine:
         self._lock = threading.Lock()
         self._draws = RequestDraws(seed, "engine")
 
-    def reseed(self, *, step: int, rank: int = 0) -> None:
-        """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)``
-        (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
-        self._draws.reseed(step=step, rank=rank)
+    def reseed(self, *, step: int, rank: int = 0, call: int | str = 0) -> None:
+        """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)`` and
+        the step's ``call``-th rollout (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
+        self._draws.reseed(step=step, rank=rank, call=call)
         reseed = getattr(self.simulated, "reseed", None)
         if callable(reseed):
-            reseed(step=step, rank=rank)
+            reseed(step=step, rank=rank, call=call)
 
     @property
     def real_prob(self) -> float:

@@ -266,9 +266,10 @@ class SimulatedSearchEngine:
             f"per_doc={self.per_document}|prefill={self.prefill}|{self.params}"
         )
 
-    def reseed(self, *, step: int, rank: int = 0) -> None:
-        """Restart the useful/noisy draws from ``(seed, rank, step)``: processes draw apart, and a run resumed at
-        step ``i`` draws what an uninterrupted one would (the search rollout calls it at every step). A request's
+    def reseed(self, *, step: int, rank: int = 0, call: int | str = 0) -> None:
+        """Restart the useful/noisy draws from ``(seed, rank, step)``, and the step's ``call``-th rollout: processes
+        draw apart, and a run resumed at step ``i`` draws what an uninterrupted one would (the search rollout calls
+        it at every rollout). A request's
         ``draw_key`` makes its draw independent of its batch (see :class:`~zerosearch_trl.engines.base.RequestDraws`).
         A ``None`` seed keeps the draws unseeded.
 
@@ -279,7 +280,7 @@ class SimulatedSearchEngine:
             >>> engine.reseed(step=3, rank=1); first == engine.draw_modes(requests)
             True
         """
-        self._draws.reseed(step=step, rank=rank)
+        self._draws.reseed(step=step, rank=rank, call=call)
 
     def draw_modes(self, requests: Sequence[SearchRequest]) -> list[SimulatorMode]:
         """Draw useful/noisy per request, independently, with the current ``noise_prob``."""

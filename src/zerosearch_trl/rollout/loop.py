@@ -112,6 +112,7 @@ class SearchRollout:
         self.continuous_batching, self.mask_observations = continuous_batching, mask_observations
         self.engine_failures = 0
         self._budget_warned = False
+        self._calls = {"train": (-1, 0), "eval": (-1, 0)}  # per mode: (optimisation step, rollouts at it - 1)
         self.chat_template_kwargs: dict[str, Any] = {}  # GRPOConfig's, read at each call
         self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
@@ -153,9 +154,17 @@ class SearchRollout:
             repetition_penalty=args.repetition_penalty,
             stop=STOP_STRINGS,
         )
+        step, rank = trainer.state.global_step, trainer.accelerator.process_index
+        # TRL generates more than once per optimisation step when steps_per_generation is below the accumulation
+        # steps, and an evaluation's batches generate at a training step: each such rollout draws anew. Training
+        # and evaluation count apart, so that a run resumed at a step draws what an uninterrupted one did.
+        mode = "train" if trainer.model.training else "eval"
+        count = self._calls[mode][1] + 1 if self._calls[mode][0] == step else 0
+        self._calls[mode] = (step, count)
+        call: int | str = count if mode == "train" else f"eval{count}"
         reseed = getattr(self.engine, "reseed", None)
         if callable(reseed):  # draws per (step, process): apart across processes, the same after a resume
-            reseed(step=trainer.state.global_step, rank=trainer.accelerator.process_index)
+            reseed(step=step, rank=rank, call=call)
         counters_before = engine_counters(self.engine)
         backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
@@ -173,8 +182,7 @@ class SearchRollout:
             if isinstance(generate, TurnGenerator):
                 # Each turn then samples from a seed of its own (this one's, its episode's and its length's), so an
                 # episode's tokens do not depend on when its searches came back or which rows decoded beside it.
-                rank = trainer.accelerator.process_index
-                params = replace(params, seed=derive_seed(args.seed, trainer.state.global_step, rank))
+                params = replace(params, seed=derive_seed(args.seed, step, rank, call))
             searches = self.play(
                 episodes,
                 generate,
