@@ -205,7 +205,7 @@ class FaultProxy:
     answers 500; ``"mixed"`` draws each request's fault (with probability ``fault_rate``, the kinds in turn; else
     it passes), so that a sparse stream of requests still meets every kind; any other mode forwards, counted under
     its name (``"restart"``: while the caller restarts the upstream, whose absence the proxy reports as 502).
-    :attr:`counts` holds the requests seen per mode (per drawn kind in ``"mixed"``). Tests and ``benchmarks/bench_reliability.py``
+    :attr:`counts` holds the requests seen per mode (per drawn kind in ``"mixed"``), :attr:`bodies` their JSON bodies. Tests and ``benchmarks/bench_reliability.py``
     use it to fault a ``zerosearch-trl serve`` or an OpenAI-compatible simulator server mid-run."""
 
     MODES = ("pass", "down", "slow", "garbage", "error")
@@ -220,6 +220,7 @@ class FaultProxy:
         proxy = self
         self.upstream, self.slow_seconds, self.mode = upstream.rstrip("/"), slow_seconds, "pass"
         self.counts = collections.Counter()
+        self.bodies: list[dict] = []  # every JSON request body, in arrival order
         rng, kinds = random.Random(seed), itertools.cycle(self.MODES[1:])
 
         def draw():
@@ -241,6 +242,9 @@ class FaultProxy:
                     mode = draw() if proxy.mode == "mixed" else proxy.mode
                     proxy.counts[mode] += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if body:
+                    with proxy._lock:
+                        proxy.bodies.append(json.loads(body))
                 if mode == "down":
                     self.close_connection = True  # no status line: the client sees the connection drop
                     return

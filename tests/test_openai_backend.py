@@ -178,6 +178,29 @@ def test_a_server_that_refuses_vllms_fields_gets_the_plain_schema_and_prefills_s
     assert chat.finish_reason != "error"
 
 
+def test_a_seeded_simulator_sends_each_keyed_search_its_own_seed_whatever_its_batch(server):
+    """The seed travels in each request's body (a recording proxy in front of the real server): a search keyed by
+    its episode gets the same seed alone or in a batch, so a server that honours seeds (vLLM, SGLang) writes it
+    the same documents."""
+    _, url = server
+    proxy = FaultProxy(url.removesuffix("/v1"))
+    try:
+        requests = [SearchRequest(f"query {i}", draw_key=f"{i}|0") for i in range(3)]
+        seeds = []
+        for batches in ([requests], [[r] for r in reversed(requests)]):
+            proxy.bodies.clear()
+            engine = SimulatedSearchEngine(
+                OpenAIGenerator(f"{proxy.url}/v1"), seed=7, max_new_tokens=4, max_retries=0, retry_backoff=0
+            )
+            for batch in batches:
+                engine.search(batch)
+            bodies = [b for b in proxy.bodies if "seed" in b]
+            seeds.append({next(q for q in ("query 0", "query 1", "query 2") if q in str(b)): b["seed"] for b in bodies})
+        assert seeds[0] == seeds[1] and len(set(seeds[0].values())) == 3 and None not in seeds[0].values()
+    finally:
+        proxy.close()
+
+
 def test_a_faulty_simulator_server_costs_fallback_documents_never_the_call(server):
     """Each fault kind between the engine and a real server (proxy on loopback): a dropped connection, an answer
     past the timeout, HTML instead of JSON, a 500. The search still returns top_k documents, flagged fallback."""

@@ -227,6 +227,37 @@ def test_each_colocated_request_samples_with_a_seed_of_its_own(stand_in_vllm, to
     assert seeds[0] == seeds[1]  # and a rerun of the step seeds alike
 
 
+def test_a_vllm_simulator_samples_each_prompt_with_its_own_seed(stand_in_vllm):
+    """``LLM.generate`` and ``LLM.chat`` take one SamplingParams per prompt (vLLM does not install here: a stand-in
+    LLM records what it was given)."""
+    from zerosearch_trl.generation.base import GenerationParams
+    from zerosearch_trl.generation.vllm import VLLMGenerator
+
+    class RecordingLLM:
+        def __init__(self):
+            self.seeds = {}
+
+        def _answer(self, prompts, sampling):
+            for prompt, params in zip(prompts, sampling, strict=True):
+                self.seeds[str(prompt)] = params.seed
+            completion = SimpleNamespace(text="ok", token_ids=[], finish_reason="stop", logprobs=None)
+            return [SimpleNamespace(outputs=[completion]) for _ in prompts]
+
+        def generate(self, prompts, sampling_params, use_tqdm=True):
+            return self._answer(prompts, sampling_params)
+
+        def chat(self, messages, sampling_params, use_tqdm=True, add_generation_prompt=True,
+                 continue_final_message=False):  # fmt: skip
+            return self._answer(messages, sampling_params)
+
+    llm = RecordingLLM()
+    chat = [{"role": "user", "content": "q"}]
+    prefilled = [*chat, {"role": "assistant", "content": "Doc 1 (Title:"}]
+    texts = VLLMGenerator(llm).generate(["a text", chat, prefilled], GenerationParams(seed=1), seeds=[None, 5, 6])
+    assert [t.text for t in texts] == ["ok"] * 3
+    assert list(llm.seeds.values()) == [1, 5, 6]  # None keeps params.seed
+
+
 def test_colocated_engine_requests_are_aborted_when_the_rollout_fails(stand_in_vllm, tokenizer):
     """A failure mid-rollout (here, the episode bookkeeping) leaves no request of it running in the engine."""
     trainer, rollout, dataset, _ = vllm_trainer(tokenizer, "colocate")

@@ -137,6 +137,21 @@ def test_a_seeded_request_samples_alike_whatever_decodes_beside_it(smol):
     assert twice[0].token_ids != twice[1].token_ids  # one prompt twice (a GRPO group): two samples
 
 
+def test_per_prompt_seeds_sample_each_prompt_alike_wherever_it_sits_in_the_batch(smol):
+    """A simulator on this generator passes a seed per request: the request's documents follow its seed alone."""
+    model, tokenizer = smol
+    params = GenerationParams(max_new_tokens=10, temperature=1.0)
+    generator = ContinuousTransformersGenerator(model, tokenizer)
+    batch = generator.generate(PROMPTS[:3], params, seeds=[5, 6, 7])
+    alone = [generator.generate([prompt], params, seeds=[seed])[0] for prompt, seed in zip(PROMPTS[1:3], (6, 7))]
+    assert [g.token_ids for g in alone] == [g.token_ids for g in batch[1:]]
+    twice = generator.generate([PROMPTS[0]] * 2, params, seeds=[9, 9])  # one seed twice: a stream each
+    assert twice[0].token_ids != twice[1].token_ids
+    assert twice[0].token_ids == generator.generate(PROMPTS[:1], params, seeds=[9])[0].token_ids
+    with pytest.raises(ValueError, match="Got 1 seeds for 2 prompts"):
+        generator.generate(PROMPTS[:2], params, seeds=[1])
+
+
 def test_bad_requests_are_named(smol):
     model, tokenizer = smol
     generator = ContinuousTransformersGenerator(model, tokenizer)

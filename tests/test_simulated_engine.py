@@ -172,6 +172,63 @@ def test_noise_draw_is_per_request_and_seeded():
     assert again.draw_modes(requests) == modes
 
 
+class SeedRecorder(ScriptedGenerator):
+    """A backend that samples per prompt (``per_prompt_seeds``): records the seed each prompt came with."""
+
+    per_prompt_seeds = True
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.seeds = {}
+
+    def generate(self, prompts, params, seeds=None):
+        for prompt, seed in zip(prompts, seeds or [None] * len(prompts)):
+            user = next(m["content"] for m in prompt if m["role"] == "user")
+            self.seeds.setdefault(user, []).append(seed)
+        return super().generate(prompts, params)
+
+
+def keyed_requests(n):
+    return [SearchRequest(f"query {i}", draw_key=f"{i}|0") for i in range(n)]
+
+
+def test_a_keyed_request_generates_with_seeds_of_its_own_whatever_its_batch():
+    texts = lambda prompts: [docs_text(5) for _ in prompts]  # noqa: E731
+    together, alone = SeedRecorder(texts), SeedRecorder(texts)
+    SimulatedSearchEngine(together, seed=3, prompt_format="finetuned").search(keyed_requests(4))
+    engine = SimulatedSearchEngine(alone, seed=3, prompt_format="finetuned")
+    for request in reversed(keyed_requests(4)):
+        engine.search([request])
+    assert together.seeds == alone.seeds and len(together.seeds) == 4
+    seeds = [seed for values in together.seeds.values() for seed in values]
+    assert None not in seeds and len(set(seeds)) == 4  # one per request, each its own
+    engine.reseed(step=1)
+    alone.seeds.clear()
+    engine.search(keyed_requests(1))
+    assert next(iter(alone.seeds.values()))[0] not in seeds  # another step, other documents
+
+
+def test_retries_and_document_slots_get_seeds_apart_and_unkeyed_requests_none():
+    calls = []
+
+    def script(prompts):  # the first attempt writes nothing usable; then each slot gets a document of its own
+        calls.append(len(prompts))
+        if len(calls) == 1:
+            return ["junk"] * len(prompts)
+        return [f"(Title: Lyon {len(calls)}-{i}) Lyon is a large city in France on the Rhone river." for i in range(2)]
+
+    recorder = SeedRecorder(script)
+    SimulatedSearchEngine(recorder, top_k=2, seed=0, per_document=True, retry_backoff=0).search(keyed_requests(1))
+    (seeds,) = recorder.seeds.values()
+    assert calls == [2, 2] and len(set(seeds)) == 4  # 2 slots x 2 attempts, each its own seed
+    for engine_seed, requests in ((0, [SearchRequest("no key")]), (None, keyed_requests(1))):
+        plain = SeedRecorder(lambda prompts: [docs_text(5)] * len(prompts))
+        SimulatedSearchEngine(plain, seed=engine_seed).search(requests)
+        assert [s for v in plain.seeds.values() for s in v] == [None]  # unkeyed, or unseeded: no seed of its own
+    # A backend without per-prompt seeds is called as before (its generate takes no seeds argument).
+    SimulatedSearchEngine(ScriptedGenerator(lambda p: [docs_text(5)] * len(p)), seed=0).search(keyed_requests(2))
+
+
 def test_cache_serves_repeats_per_mode():
     generator = ScriptedGenerator(lambda prompts: [docs_text(5)] * len(prompts))
     engine = SimulatedSearchEngine(generator, cache=SearchCache(), noise_prob=0.0, leak_guard="off")

@@ -3,9 +3,11 @@
 This is the tool-calling alternative to the tag protocol of :mod:`zerosearch_trl.rollout`: TRL's own loop generates,
 parses the chat template's tool calls (``<tool_call>{"name": "search", ...}</tool_call>`` for Qwen-style templates)
 and calls the environment's one tool, :meth:`SimulatedSearchEnv.search`, whose result it appends as a tool message
-masked out of the loss. The documents are the same as in the tag protocol: for the same engine and seed, a search
-returns exactly the text that the tag protocol wraps in ``<information>...</information>`` (see
-:func:`~zerosearch_trl.protocol.render_documents`); only the wrapping differs, since the chat template adds its own tool-response markers.
+masked out of the loss. The documents are the same as in the tag protocol: for the same engine and the same
+useful/noisy draw, a search returns exactly the text that the tag protocol wraps in ``<information>...</information>``
+(see :func:`~zerosearch_trl.protocol.render_documents`); only the wrapping differs, since the chat template adds its
+own tool-response markers. (The draws themselves differ: the tag rollout keys each search's draw by its episode and
+its place in it; an environment, which does not know its episode's place in TRL's batch, draws in call order.)
 
 How TRL 1.16 uses an environment factory: it calls the factory once at construction (to read the tools) and then
 once per concurrent rollout slot, keeps the instances in a pool and reuses them across batches, calling

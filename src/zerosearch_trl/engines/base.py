@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from zerosearch_trl.answers import cover_exact_match
+from zerosearch_trl.generation.base import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,15 @@ class RequestDraws:
         with self._lock:
             self._where = f"{self.seed}|{rank}|{step}" + (f"|{call}" if call else "")
             self._stream = random.Random(None if self.seed is None else self._where)
+
+    def seed_for(self, request: SearchRequest, *parts: object) -> int | None:
+        """A generation seed of the request's own, from the same key as its draw (and ``parts``: the attempt, the
+        document's slot), or ``None`` for an unseeded engine or a request without a ``draw_key``."""
+        if self.seed is None or request.draw_key is None:
+            return None
+        with self._lock:
+            where = self._where
+        return derive_seed(where, self.purpose, request.draw_key, *parts)
 
     def uniforms(self, requests: Sequence[SearchRequest]) -> list[float]:
         """One number in ``[0, 1)`` per request."""

@@ -314,8 +314,12 @@ class SimulatedSearchEngine:
                 self._count(retries=len(pending))
                 time.sleep(self.retry_backoff * 2 ** (attempt - 1))
             # One generation per request, or one per missing document in per-document mode.
-            jobs = [i for i in pending for _ in range(self.top_k - len(kept[i]) if self.per_document else 1)]
-            texts = self._generate([self._prompt(requests[i], modes[i]) for i in jobs])
+            jobs = [(i, slot) for i in pending for slot in range(self.top_k - len(kept[i]) if self.per_document else 1)]
+            # A keyed request's generations get seeds of their own, so that its documents do not depend on which
+            # requests share the batch (where the backend takes a seed per prompt).
+            seeds = [self._draws.seed_for(requests[i], "documents", attempt, slot) for i, slot in jobs]
+            texts = self._generate([self._prompt(requests[i], modes[i]) for i, _ in jobs], seeds)
+            jobs = [i for i, _ in jobs]
             for i, text in zip(jobs, texts):
                 self._collect(i, text, requests[i], modes[i], kept, leaked)
         results = []
@@ -357,10 +361,12 @@ class SimulatedSearchEngine:
                 self._redact(document, request)
             kept[i].append(document)
 
-    def _generate(self, prompts: list[list[dict[str, str]]]) -> list[str]:
+    def _generate(self, prompts: list[list[dict[str, str]]], seeds: list[int | None]) -> list[str]:
         """Generated texts; a backend that raises costs this attempt (empty texts), never the caller's run."""
         self._count(generations=len(prompts))
         try:
+            if getattr(self.generator, "per_prompt_seeds", False) and any(seed is not None for seed in seeds):
+                return [g.text for g in self.generator.generate(prompts, self.params, seeds=seeds)]
             return [g.text for g in self.generator.generate(prompts, self.params)]
         except Exception:  # any backend failure (OOM, server gone) is retried, then falls back
             logger.exception("Simulator backend %s failed on %d prompts", type(self.generator).__name__, len(prompts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
@@ -82,6 +82,11 @@ class Generation:
 class TextGenerator(Protocol):
     """A batched text generator. Implementations: transformers (in-process), OpenAI-compatible HTTP, vLLM.
 
+    A backend that can sample each prompt from a seed of its own says so with ``per_prompt_seeds = True`` and
+    takes ``generate(prompts, params, seeds=...)``, one seed (or ``None``) per prompt; the simulator then seeds each
+    keyed search's documents apart from the rest of its batch (OpenAI-compatible servers, vLLM, the continuous
+    transformers generator). Batched ``model.generate`` samples a batch from one stream, so it cannot.
+
     Example:
         >>> class Prefix:  # no base class needed: the protocol is structural
         ...     name = "prefix"
@@ -119,3 +124,18 @@ def derive_seed(*parts: object) -> int:
     """
     digest = hashlib.blake2b("|".join(map(repr, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def params_per_prompt(params: GenerationParams, seeds: Sequence[int | None] | None, n: int) -> list[GenerationParams]:
+    """``params`` for each of ``n`` prompts, with its own seed where ``seeds`` gives one (the optional ``seeds``
+    argument of the backends that sample per prompt: ``per_prompt_seeds = True``).
+
+    Example:
+        >>> [p.seed for p in params_per_prompt(GenerationParams(seed=1), [None, 7], 2)]
+        [1, 7]
+    """
+    if seeds is None:
+        return [params] * n
+    if len(seeds) != n:
+        raise ValueError(f"Got {len(seeds)} seeds for {n} prompts: give one per prompt (None keeps params.seed).")
+    return [params if seed is None else replace(params, seed=seed) for seed in seeds]

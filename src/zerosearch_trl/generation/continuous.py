@@ -33,7 +33,14 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, derive_seed, truncate_at_stop
+from zerosearch_trl.generation.base import (
+    Generation,
+    GenerationParams,
+    Prompt,
+    derive_seed,
+    params_per_prompt,
+    truncate_at_stop,
+)
 from zerosearch_trl.generation.slots import slot_cache, swap_remove
 from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
 
@@ -81,6 +88,7 @@ class ContinuousTransformersGenerator:
     """
 
     name = "transformers-continuous"
+    per_prompt_seeds = True  # generate() takes a seed per prompt
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_batch: int = 64, chunk: int = 16
@@ -142,18 +150,36 @@ class ContinuousTransformersGenerator:
             self.stats["decode_seconds"] += time.perf_counter() - decoding
             return [(row.key, self._result(row)) for row in finished]
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
         """Generate one continuation per text prompt or chat (the :class:`TextGenerator` interface): a simulator
-        can run on this generator."""
+        can run on this generator. ``seeds``: one per prompt (``None``: ``params.seed``), see
+        :meth:`generate_ids`."""
         with self._lock:
-            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params)
+            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params, seeds)
 
-    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
-        """Generate one continuation per input, all at once (the :class:`TransformersGenerator` interface)."""
+    def generate_ids(
+        self, input_ids: Sequence[Sequence[int]], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
+        """Generate one continuation per input, all at once (the :class:`TransformersGenerator` interface).
+
+        ``seeds`` gives each input its own seed (``None`` keeps ``params.seed``): a seeded input samples the same
+        tokens whatever inputs it comes with."""
         with self._lock:
-            keys = [("generate_ids", i) for i in range(len(input_ids))]
-            for key, ids in zip(keys, input_ids):
-                self.submit(key, ids, params)
+            if seeds is None:
+                keys = [("generate_ids", i) for i in range(len(input_ids))]
+                requests = [(key, ids, params) for key, ids in zip(keys, input_ids)]
+            else:  # a seeded input's key (its sampling stream) is its seed, not its place in the batch
+                each = params_per_prompt(params, seeds, len(input_ids))
+                seen: dict[int, int] = {}
+                keys = []
+                for i, seed in enumerate(seeds):
+                    seen[seed] = seen.get(seed, -1) + 1
+                    keys.append(("generate_ids", i) if seed is None else ("seeded", seed, seen[seed]))
+                requests = list(zip(keys, input_ids, each))
+            for key, ids, request_params in requests:
+                self.submit(key, ids, request_params)
             results: dict[Hashable, Generation] = {}
             while len(results) < len(keys):
                 results.update(self.step())

@@ -28,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled
+from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled, params_per_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class OpenAIGenerator:
     """
 
     name = "openai"
+    per_prompt_seeds = True  # generate() takes a seed per prompt
 
     def __init__(
         self,
@@ -103,8 +104,13 @@ class OpenAIGenerator:
         """Identifies the server and model, for cache keys."""
         return f"openai|{self.display_url}|{self.model}"
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
         """Generate one continuation per prompt; failed requests come back with ``finish_reason="error"``.
+
+        ``seeds``: one per prompt, sent as its request's ``seed`` (``None`` keeps ``params.seed``); vLLM and SGLang
+        sample a seeded request alike whatever else they batch it with.
 
         Raises:
             ServerUnreachableError: if no request of the first call reached the server.
@@ -113,8 +119,9 @@ class OpenAIGenerator:
             return []
         if self.model is None:
             self.model = self._first_model()
+        each = params_per_prompt(params, seeds, len(prompts))
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-            outcomes = list(pool.map(lambda p: self._one(p, params), prompts))
+            outcomes = list(pool.map(self._one, prompts, each))
         if not self._answered:
             if all(isinstance(o, self._connection_errors) for o in outcomes):
                 raise ServerUnreachableError(self._unreachable_message(outcomes[0]))

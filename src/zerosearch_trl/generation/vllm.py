@@ -14,7 +14,14 @@ from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, derive_seed, is_prefilled
+from zerosearch_trl.generation.base import (
+    Generation,
+    GenerationParams,
+    Prompt,
+    derive_seed,
+    is_prefilled,
+    params_per_prompt,
+)
 
 
 def import_vllm() -> Any:
@@ -42,6 +49,7 @@ class VLLMGenerator:
     """
 
     name = "vllm"
+    per_prompt_seeds = True  # generate() takes a seed per prompt
 
     def __init__(self, model: Any, **llm_kwargs: Any) -> None:
         self._vllm = import_vllm()
@@ -72,13 +80,16 @@ class VLLMGenerator:
         )
         return [_to_generation(output) for output in outputs]
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
-        """Generate one continuation per prompt; chat messages use the model's chat template."""
-        sampling = self._sampling(params)
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
+        """Generate one continuation per prompt; chat messages use the model's chat template. ``seeds``: one per
+        prompt (``None`` keeps ``params.seed``); vLLM samples a seeded request alike whatever it is batched with."""
+        sampling = [self._sampling(p) for p in params_per_prompt(params, seeds, len(prompts))]
         results: list[Generation | None] = [None] * len(prompts)
         texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
         if texts:
-            outputs = self.llm.generate([prompts[i] for i in texts], sampling, use_tqdm=False)
+            outputs = self.llm.generate([prompts[i] for i in texts], [sampling[i] for i in texts], use_tqdm=False)
             for i, output in zip(texts, outputs):
                 results[i] = _to_generation(output)
         for prefilled in (False, True):  # vLLM takes the continue flag per call, so group the chats by it
@@ -86,7 +97,7 @@ class VLLMGenerator:
             if chats:
                 outputs = self.llm.chat(
                     [prompts[i] for i in chats],
-                    sampling,
+                    [sampling[i] for i in chats],
                     use_tqdm=False,
                     add_generation_prompt=not prefilled,
                     continue_final_message=prefilled,

@@ -36,7 +36,7 @@ from typing import Any
 
 from zerosearch_trl.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch_trl.environment import SimulatedSearchEnv
-from zerosearch_trl.generation.base import Generation, GenerationParams, derive_seed
+from zerosearch_trl.generation.base import Generation, GenerationParams
 from zerosearch_trl.generation.transformers import eos_token_ids
 from zerosearch_trl.prompts import THINK_PREFILL, render_policy_prompt
 from zerosearch_trl.protocol import (
@@ -66,6 +66,7 @@ from zerosearch_trl.rollout.policy import (
 )
 from zerosearch_trl.rollout.registry import GoldRegistry
 from zerosearch_trl.rollout.scheduler import EpisodeScheduler, LockstepTurns, SearchQueue, TurnGenerator
+from zerosearch_trl.rollout.seeding import RolloutSeeds
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class SearchRollout:
         self.continuous_batching, self.mask_observations = continuous_batching, mask_observations
         self.engine_failures = 0
         self._budget_warned = False
-        self._calls = {"train": (-1, 0), "eval": (-1, 0)}  # per mode: (optimisation step, rollouts at it - 1)
+        self.seeds = RolloutSeeds()
         self.chat_template_kwargs: dict[str, Any] = {}  # GRPOConfig's, read at each call
         self.have_logprobs = False  # set per call: True on the vLLM paths
         self._eos_ids: set[int] = set()
@@ -154,17 +155,7 @@ class SearchRollout:
             repetition_penalty=args.repetition_penalty,
             stop=STOP_STRINGS,
         )
-        step, rank = trainer.state.global_step, trainer.accelerator.process_index
-        # TRL generates more than once per optimisation step when steps_per_generation is below the accumulation
-        # steps, and an evaluation's batches generate at a training step: each such rollout draws anew. Training
-        # and evaluation count apart, so that a run resumed at a step draws what an uninterrupted one did.
-        mode = "train" if trainer.model.training else "eval"
-        count = self._calls[mode][1] + 1 if self._calls[mode][0] == step else 0
-        self._calls[mode] = (step, count)
-        call: int | str = count if mode == "train" else f"eval{count}"
-        reseed = getattr(self.engine, "reseed", None)
-        if callable(reseed):  # draws per (step, process): apart across processes, the same after a resume
-            reseed(step=step, rank=rank, call=call)
+        sampling_seed = self.seeds.start(self.engine, trainer)
         counters_before = engine_counters(self.engine)
         backend = policy_backend(trainer)
         self.have_logprobs = backend != "hf"
@@ -182,7 +173,7 @@ class SearchRollout:
             if isinstance(generate, TurnGenerator):
                 # Each turn then samples from a seed of its own (this one's, its episode's and its length's), so an
                 # episode's tokens do not depend on when its searches came back or which rows decoded beside it.
-                params = replace(params, seed=derive_seed(args.seed, step, rank, call))
+                params = replace(params, seed=sampling_seed)
             searches = self.play(
                 episodes,
                 generate,
@@ -257,9 +248,7 @@ class SearchRollout:
             return self._take_turn(episode, generation, episode.turns == self.max_turns, tokenizer, max_length)
 
         def make_request(index: int, query: str) -> SearchRequest:
-            episode = episodes[index]
-            # The engine's draw (useful or noisy; real or simulated) then belongs to this search of this episode,
-            # whatever batch the scheduler's timing puts it in.
+            episode = episodes[index]  # the engine's draws key on this search of this episode, not on its batch
             draw_key = f"{index}|{len(episode.search_queries)}"
             return SearchRequest(query, episode.question, episode.golden_answers, draw_key=draw_key)
 
