@@ -92,6 +92,23 @@ def test_scores_come_out_exactly_and_every_row_is_scored(tokenizer, engine):
     assert rows["q3"]["searches"] == [] and rows["q3"]["documents"] == []
 
 
+def test_rows_in_the_same_slot_of_different_batches_draw_apart(tokenizer):
+    """A noisy engine keys each search's draw by its row: with batches of one, every row is the first of its batch,
+    and they must not all be drawn alike."""
+    from helpers import ScriptedGenerator
+    from zerosearch_trl.engines.simulated import SimulatedSearchEngine
+
+    docs = "\n".join(f"Doc {i} (Title: T{i}) document text number {i}." for i in range(1, 3))
+    noisy = SimulatedSearchEngine(ScriptedGenerator(lambda p: [docs] * len(p)), top_k=2, noise_prob=0.5, seed=0)
+    rows = qa_rows([q for q in CASES if CASES[q][2]] * 3)  # 12 rows that search once
+    result = evaluate(
+        ScriptedPolicy(tokenizer), {"toy": rows}, noisy, tokenizer=tokenizer, batch_size=1, prompt_style="one_shot",
+        progress=False,
+    )  # fmt: skip
+    labels = [row["documents"][0][0]["label"] for row in result.predictions]
+    assert len(labels) == 12 and {"useful", "noisy"} == set(labels)
+
+
 def test_a_failing_row_is_scored_zero_and_listed_never_dropped(tokenizer, engine, tmp_path):
     failing = "What was the imperial capital of Japan for a thousand years?"
     erroring = "Which river flows north through Egypt?"

@@ -256,6 +256,27 @@ def test_a_served_policy_plays_each_turn_as_its_own_request(server, tokenizer):
         OpenAITurns(OpenAIGenerator(base_url))
 
 
+def test_a_served_policys_seeded_turns_each_carry_a_seed_of_their_own(server, tokenizer):
+    """One prompt twice under one seed (a GRPO group, or an evaluation that samples a question twice): each request
+    carries its own seed, so a server that honours seeds samples them apart (a recording proxy reads the bodies)."""
+    from zerosearch_trl.generation.openai import OpenAITurns
+
+    _, url = server
+    proxy = FaultProxy(url.removesuffix("/v1"))
+    try:
+        turns = OpenAITurns(OpenAIGenerator(f"{proxy.url}/v1", tokenizer=tokenizer))
+        prompt = tokenizer("Question: where is Lyon?")["input_ids"]
+        for key in ("episode 0", "episode 1"):
+            turns.submit(key, prompt, GenerationParams(max_new_tokens=4, temperature=1.0, seed=3))
+        while not turns.idle:
+            turns.step()
+        turns.close()
+        seeds = [body["seed"] for body in proxy.bodies if "seed" in body]
+        assert len(seeds) >= 2 and len(set(seeds)) == 2 and 3 not in seeds
+    finally:
+        proxy.close()
+
+
 def test_a_served_policy_that_cannot_be_reached_fails_its_turns_naming_the_url(tokenizer):
     """Once no request is left in flight and none was ever answered, the turns fail loudly (not as empty turns)."""
     from zerosearch_trl.generation.openai import OpenAITurns

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import ScriptedGenerator, make_tiny_model
 from test_rollout import RecordingEngine, make_trainer, qa_dataset, scripted_generate
-from zerosearch_trl.engines.base import RequestDraws, SearchRequest
+from zerosearch_trl.engines.base import RequestDraws, SearchRequest, reseed_engine
 from zerosearch_trl.engines.bm25 import BM25Engine
 from zerosearch_trl.engines.hybrid import HybridEngine
 from zerosearch_trl.engines.simulated import SimulatedSearchEngine
@@ -115,6 +115,22 @@ def test_the_rollout_reseeds_the_engine_at_each_step_with_its_process(tokenizer)
     first = engine.draw_modes(PLAIN)
     engine.reseed(step=5, rank=0, call=1)
     assert engine.draw_modes(PLAIN) != first  # the second generation draws anew
+
+
+def test_an_engine_whose_reseed_takes_no_call_is_still_reseeded():
+    class OldStyle:  # a user's engine written for reseed(*, step, rank)
+        def __init__(self):
+            self.reseeds = []
+
+        def reseed(self, *, step, rank=0):
+            self.reseeds.append((step, rank))
+
+    engine = OldStyle()
+    reseed_engine(engine, step=4, rank=1, call=2)
+    hybrid = HybridEngine(simulator(), simulator(), seed=0)
+    hybrid.simulated = engine  # a hybrid forwards to its simulated part the same way
+    hybrid.reseed(step=5, rank=0, call=1)
+    assert engine.reseeds == [(4, 1), (5, 0)]
 
 
 def test_engine_failures_are_logged_per_step_not_as_a_running_total(tokenizer):

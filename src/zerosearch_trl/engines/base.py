@@ -7,6 +7,7 @@ per request, exactly ``top_k`` :class:`Document` objects, or fewer with the reas
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
@@ -179,7 +180,7 @@ class RequestDraws:
 
     Args:
         seed: the engine's seed, or ``None``.
-        purpose: keeps two engines' keyed draws apart (a hybrid's real-or-simulated draw and its simulator's
+        purpose: keeps two engines' draws apart (a hybrid's real-or-simulated draw and its simulator's
             useful-or-noisy draw under one seed).
 
     Example:
@@ -203,7 +204,7 @@ class RequestDraws:
         steps), ``"eval0"``, ``"eval1"``... for an evaluation's batches at that step."""
         with self._lock:
             self._where = f"{self.seed}|{rank}|{step}" + (f"|{call}" if call else "")
-            self._stream = random.Random(None if self.seed is None else self._where)
+            self._stream = random.Random(None if self.seed is None else f"{self._where}|{self.purpose}")
 
     def seed_for(self, request: SearchRequest, *parts: object) -> int | None:
         """A generation seed of the request's own, from the same key as its draw (and ``parts``: the attempt, the
@@ -223,3 +224,16 @@ class RequestDraws:
                 else random.Random(f"{self._where}|{self.purpose}|{request.draw_key}").random()
                 for request in requests
             ]
+
+
+def reseed_engine(engine: Any, *, step: int, rank: int, call: int | str = 0) -> None:
+    """Restart ``engine``'s draws where it has a ``reseed`` method; ``call`` goes only to one that takes it (an
+    engine written for ``reseed(*, step, rank)`` keeps working, drawing alike for every rollout of a step)."""
+    reseed = getattr(engine, "reseed", None)
+    if not callable(reseed):
+        return
+    parameters = inspect.signature(reseed).parameters.values()
+    if any(p.name == "call" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        reseed(step=step, rank=rank, call=call)
+    else:
+        reseed(step=step, rank=rank)

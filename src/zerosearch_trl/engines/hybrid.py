@@ -12,7 +12,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from zerosearch_trl.engines.base import Document, RequestDraws, SearchEngine, SearchRequest, search_documents
+from zerosearch_trl.engines.base import (
+    Document,
+    RequestDraws,
+    SearchEngine,
+    SearchRequest,
+    reseed_engine,
+    search_documents,
+)
 
 
 @dataclass
@@ -68,7 +75,7 @@ class HybridEngine:
         ...         return [[Document("", f"{self.name} result")] for _ in requests]
         >>> engine = HybridEngine(Fixed("bm25"), Fixed("simulated"), real_prob=0.5, seed=4)
         >>> [docs[0].meta["served_by"] for docs in engine.search([SearchRequest("q")] * 4)]
-        ['bm25', 'bm25', 'simulated', 'simulated']
+        ['bm25', 'simulated', 'bm25', 'bm25']
     """
 
     name = "hybrid"
@@ -99,9 +106,7 @@ class HybridEngine:
         """Restart the real/simulated draws, and the simulator's useful/noisy ones, from ``(seed, rank, step)`` and
         the step's ``call``-th rollout (see :meth:`~zerosearch_trl.engines.simulated.SimulatedSearchEngine.reseed`)."""
         self._draws.reseed(step=step, rank=rank, call=call)
-        reseed = getattr(self.simulated, "reseed", None)
-        if callable(reseed):
-            reseed(step=step, rank=rank, call=call)
+        reseed_engine(self.simulated, step=step, rank=rank, call=call)
 
     @property
     def real_prob(self) -> float:

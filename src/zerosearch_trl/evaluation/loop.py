@@ -155,7 +155,7 @@ def evaluate(
                 rows: list[dict[str, Any]] = []
                 for start in range(0, len(table), batch_size):
                     batch = table.select(range(start, min(start + batch_size, len(table))))
-                    rows.extend(player.play_batch(batch))
+                    rows.extend(player.play_batch(batch, start))
                     bar.update(len(batch))
                 for row in rows:
                     row.update(engine=engine_name, dataset=name)
@@ -240,19 +240,20 @@ class _Player:
     eos_ids: set[int]
     in_memory: Any = None  # the caller's model: in eval mode while it plays (no dropout), its own mode back after
 
-    def play_batch(self, batch: Any) -> list[dict[str, Any]]:
-        """Play one batch; if it fails, replay its rows one by one so that a bad row costs only itself."""
+    def play_batch(self, batch: Any, first: int) -> list[dict[str, Any]]:
+        """Play one batch, whose first row is row ``first`` of its table; if it fails, replay its rows one by one so
+        that a bad row costs only itself."""
         rows = list(batch)
         try:
-            return self.play(rows)
+            return self.play(rows, first)
         except Exception as error:  # a backend failure must not drop the batch's rows
             if len(rows) == 1:
                 logger.warning("Row %s failed (%s: %s); scored 0.", rows[0].get("id"), type(error).__name__, error)
                 return [_failed_row(rows[0], f"{type(error).__name__}: {error}")]
             logger.warning("A batch of %d failed (%s); replaying its rows one by one.", len(rows), type(error).__name__)
-            return [row for one in range(len(rows)) for row in self.play_batch(batch.select([one]))]
+            return [row for one in range(len(rows)) for row in self.play_batch(batch.select([one]), first + one)]
 
-    def play(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def play(self, rows: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
         from zerosearch_trl.rollout import is_well_formed_episode
 
         episodes = [self.rollout.start_episode(row["prompt"], self.tokenizer) for row in rows]
@@ -260,8 +261,9 @@ class _Player:
         if was_training:
             self.in_memory.eval()
         try:
+            # Rows count across batches: a seeded sampling or a noisy engine draws for each row, not each slot.
             self.rollout.play(
-                episodes, self.generate, self.params, self.tokenizer, self.max_length, eos_ids=self.eos_ids
+                episodes, self.generate, self.params, self.tokenizer, self.max_length, eos_ids=self.eos_ids, first=first
             )
         finally:
             if was_training:

@@ -139,3 +139,18 @@ def params_per_prompt(params: GenerationParams, seeds: Sequence[int | None] | No
     if len(seeds) != n:
         raise ValueError(f"Got {len(seeds)} seeds for {n} prompts: give one per prompt (None keeps params.seed).")
     return [params if seed is None else replace(params, seed=seed) for seed in seeds]
+
+
+def request_params(params: GenerationParams, key: object, input_ids: Sequence[int]) -> GenerationParams:
+    """A turn generator's request: ``params`` with the request's own seed, :func:`derive_seed` of ``params.seed``,
+    its key and its input's length (an episode's next turn is longer than its last), so that no two requests of one
+    call sample alike (a GRPO group's episodes share their prompt) and none depends on what runs beside it.
+
+    Example:
+        >>> one, two = (request_params(GenerationParams(seed=1), key, [5, 6]) for key in ("episode 0", "episode 1"))
+        >>> one.seed != two.seed, request_params(GenerationParams(), "episode 0", [5, 6]).seed
+        (True, None)
+    """
+    if params.seed is None:
+        return params
+    return replace(params, seed=derive_seed(params.seed, key, len(input_ids)))

@@ -37,8 +37,8 @@ from zerosearch_trl.generation.base import (
     Generation,
     GenerationParams,
     Prompt,
-    derive_seed,
     params_per_prompt,
+    request_params,
     truncate_at_stop,
 )
 from zerosearch_trl.generation.slots import slot_cache, swap_remove
@@ -118,9 +118,8 @@ class ContinuousTransformersGenerator:
         if any(row.key == key for row in (*self._waiting, *self._rows)):
             raise ValueError(f"Request {key!r} is already running: a key is one request at a time.")
         # A seeded request draws from its own stream, so its tokens do not depend on which rows decode beside it.
-        generator = None
-        if params.seed is not None:
-            seed = derive_seed(params.seed, key, len(input_ids))
+        generator, seed = None, request_params(params, key, input_ids).seed
+        if seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(seed)
         self._waiting.append(_Row(key, list(input_ids), params, generator))
 

@@ -28,7 +28,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled, params_per_prompt
+from zerosearch_trl.generation.base import (
+    Generation,
+    GenerationParams,
+    Prompt,
+    is_prefilled,
+    params_per_prompt,
+    request_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +285,7 @@ class OpenAITurns:
 
     def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
         """Start one request (or queue it behind ``max_concurrency`` others)."""
+        params = request_params(params, key, input_ids)  # its own seed: two episodes of one prompt sample apart
         self._requests[self._pool.submit(self.generator.generate_ids, [list(input_ids)], params)] = key
 
     def step(self) -> list[tuple[Hashable, Generation]]:

@@ -76,8 +76,8 @@ class TransformersGenerator:
         if seed is None:
             yield
             return
-        device = self.model.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # torch.manual_seed seeds every GPU: put each one's state back, not only this model's.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
             torch.manual_seed(seed)
             yield
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Hashable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from zerosearch_trl.generation.base import (
     Generation,
     GenerationParams,
     Prompt,
-    derive_seed,
     is_prefilled,
     params_per_prompt,
+    request_params,
 )
 
 
@@ -139,8 +138,7 @@ class VLLMEngineTurns:
     def submit(self, key: Hashable, input_ids: Sequence[int], params: GenerationParams) -> None:
         """Add one request to the running engine, with the sampled tokens' logprobs."""
         request_id = f"{self._prefix}-{next(self._ids)}"
-        if params.seed is not None:  # its own seed: rows of one prompt (a GRPO group) must not sample alike
-            params = replace(params, seed=derive_seed(params.seed, key, len(input_ids)))
+        params = request_params(params, key, input_ids)  # its own seed: a GRPO group's rows must not sample alike
         self.engine.add_request(
             request_id, {"prompt_token_ids": list(input_ids)}, self.generator._sampling(params, logprobs=0)
         )

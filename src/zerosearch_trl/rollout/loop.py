@@ -14,9 +14,8 @@ One call plays a whole batch of episodes; each advances on its own (see :mod:`~z
 The policy generates with whatever the trainer is configured for, with no extra flag (:mod:`.policy`): HF
 generation on the trainer's model, or vLLM when ``use_vllm=True`` (``vllm_mode="colocate"``: the trainer's
 in-process engine, request by request; ``"server"``: ``trl vllm-serve`` through TRL's client, the main process
-generating for all, in lockstep). The vLLM paths return
-the sampling logprobs of the model's tokens (observation positions hold 0.0 and are masked), which TRL's
-importance-sampling correction needs; the HF path returns ``None``, as TRL's own HF path does.
+generating for all, in lockstep). The vLLM paths return the sampling logprobs of the model's tokens (observation
+positions hold 0.0 and are masked), which TRL's importance-sampling correction needs; HF returns ``None``, as TRL's.
 
 Besides TRL's keys, the returned dict holds per row what reward functions receive as keyword lists:
 ``policy_turns`` (the text of each turn the policy generated: rewards read it, never the observations),
@@ -210,6 +209,7 @@ class SearchRollout:
         *,
         eos_ids: Iterable[int],
         collective: bool = False,
+        first: int = 0,
     ) -> SearchQueue:
         """Play ``episodes`` to their end; training and evaluation share this loop (see
         :mod:`~zerosearch_trl.rollout.scheduler`).
@@ -227,6 +227,8 @@ class SearchRollout:
             eos_ids: every token id that ends a generation.
             collective: keep calling ``generate`` with no live rows (processes that generate together); only with
                 a batched ``generate``.
+            first: the number of ``episodes[0]`` among all that the caller plays with one ``params.seed`` (an
+                evaluation's batches): each turn's sampling seed and each search's draw key on it.
 
         Returns:
             The search queue, for its counts (engine calls, requests, fallbacks).
@@ -237,18 +239,18 @@ class SearchRollout:
         searches = SearchQueue(self.engine, threaded=continuous)
 
         def next_turn(index: int) -> tuple[list[int], GenerationParams] | None:
-            episode = episodes[index]
+            episode = episodes[index - first]
             if episode.done:
                 return None
             room = max(self._turn_room(episode, max_length), 1)
             return episode.prompt_ids + episode.completion_ids, replace(params, max_new_tokens=room)
 
         def turn_done(index: int, generation: Generation) -> str | None:
-            episode = episodes[index]  # its turns so far say whether this is the answer turn
+            episode = episodes[index - first]  # its turns so far say whether this is the answer turn
             return self._take_turn(episode, generation, episode.turns == self.max_turns, tokenizer, max_length)
 
         def make_request(index: int, query: str) -> SearchRequest:
-            episode = episodes[index]  # the engine's draws key on this search of this episode, not on its batch
+            episode = episodes[index - first]  # the engine's draws key on this search of this episode, not its batch
             draw_key = f"{index}|{len(episode.search_queries)}"
             return SearchRequest(query, episode.question, episode.golden_answers, draw_key=draw_key)
 
@@ -258,12 +260,12 @@ class SearchRollout:
             next_turn=next_turn,
             turn_done=turn_done,
             search_done=lambda index, query, documents: self._observe_search(
-                episodes[index], query, documents, tokenizer, max_length
+                episodes[index - first], query, documents, tokenizer, max_length
             ),
             make_request=make_request,
         )
         try:
-            scheduler.run(range(len(episodes)))
+            scheduler.run(range(first, first + len(episodes)))
         finally:
             turns.reset()  # nothing of these episodes stays in a generator that plays more of them later
             searches.close()

@@ -182,7 +182,10 @@ def planned_sharding(args: Any) -> str | None:
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
     config = config or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     if isinstance(config, str) and Path(config).is_file():
-        config = json.loads(Path(config).read_text())
+        try:
+            config = json.loads(Path(config).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"The DeepSpeed config {config} is not valid JSON ({error}): fix the file.") from None
     if isinstance(config, dict):
         stage = config.get("zero_optimization", {}).get("stage", stage)
     return f"DeepSpeed ZeRO-{stage}" if stage not in (None, "", "auto") else "DeepSpeed"

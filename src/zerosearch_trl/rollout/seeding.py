@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zerosearch_trl.engines.base import reseed_engine
 from zerosearch_trl.generation.base import derive_seed
 
 
@@ -44,7 +45,5 @@ class RolloutSeeds:
         policy's sampling seed for it (a turn generator derives each turn's own from it)."""
         step, rank = trainer.state.global_step, trainer.accelerator.process_index
         call = self.next_call(step=step, training=trainer.model.training)
-        reseed = getattr(engine, "reseed", None)
-        if callable(reseed):
-            reseed(step=step, rank=rank, call=call)
+        reseed_engine(engine, step=step, rank=rank, call=call)
         return derive_seed(trainer.args.seed, step, rank, call)
