@@ -228,7 +228,15 @@ class RequestDraws:
 
 def reseed_engine(engine: Any, *, step: int, rank: int, call: int | str = 0) -> None:
     """Restart ``engine``'s draws where it has a ``reseed`` method; ``call`` goes only to one that takes it (an
-    engine written for ``reseed(*, step, rank)`` keeps working, drawing alike for every rollout of a step)."""
+    engine written for ``reseed(*, step, rank)`` keeps working, drawing alike for every rollout of a step).
+
+    Example:
+        >>> class Old:
+        ...     def reseed(self, *, step, rank=0):
+        ...         print("reseeded", step, rank)
+        >>> reseed_engine(Old(), step=2, rank=1, call=1)
+        reseeded 2 1
+    """
     reseed = getattr(engine, "reseed", None)
     if not callable(reseed):
         return

@@ -269,9 +269,8 @@ class SimulatedSearchEngine:
     def reseed(self, *, step: int, rank: int = 0, call: int | str = 0) -> None:
         """Restart the useful/noisy draws from ``(seed, rank, step)``, and the step's ``call``-th rollout: processes
         draw apart, and a run resumed at step ``i`` draws what an uninterrupted one would (the search rollout calls
-        it at every rollout). A request's
-        ``draw_key`` makes its draw independent of its batch (see :class:`~zerosearch_trl.engines.base.RequestDraws`).
-        A ``None`` seed keeps the draws unseeded.
+        it at every rollout). A request's ``draw_key`` makes its draw independent of its batch (see
+        :class:`~zerosearch_trl.engines.base.RequestDraws`). A ``None`` seed keeps the draws unseeded.
 
         Example:
             >>> engine = SimulatedSearchEngine(generator=None, noise_prob=0.5, seed=0)
@@ -319,8 +318,7 @@ class SimulatedSearchEngine:
             # requests share the batch (where the backend takes a seed per prompt).
             seeds = [self._draws.seed_for(requests[i], "documents", attempt, slot) for i, slot in jobs]
             texts = self._generate([self._prompt(requests[i], modes[i]) for i, _ in jobs], seeds)
-            jobs = [i for i, _ in jobs]
-            for i, text in zip(jobs, texts):
+            for (i, _), text in zip(jobs, texts):
                 self._collect(i, text, requests[i], modes[i], kept, leaked)
         results = []
         for i, request in enumerate(requests):

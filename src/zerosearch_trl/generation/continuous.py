@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -166,19 +167,15 @@ class ContinuousTransformersGenerator:
         ``seeds`` gives each input its own seed (``None`` keeps ``params.seed``): a seeded input samples the same
         tokens whatever inputs it comes with."""
         with self._lock:
-            if seeds is None:
-                keys = [("generate_ids", i) for i in range(len(input_ids))]
-                requests = [(key, ids, params) for key, ids in zip(keys, input_ids)]
-            else:  # a seeded input's key (its sampling stream) is its seed, not its place in the batch
-                each = params_per_prompt(params, seeds, len(input_ids))
-                seen: dict[int, int] = {}
-                keys = []
-                for i, seed in enumerate(seeds):
-                    seen[seed] = seen.get(seed, -1) + 1
-                    keys.append(("generate_ids", i) if seed is None else ("seeded", seed, seen[seed]))
-                requests = list(zip(keys, input_ids, each))
-            for key, ids, request_params in requests:
-                self.submit(key, ids, request_params)
+            each = params_per_prompt(params, seeds, len(input_ids))
+            # A seeded input's key (hence its sampling stream) is its own seed, not its place in the batch.
+            occurrences: Counter[int] = Counter()
+            keys = []
+            for i, seed in enumerate(seeds or [None] * len(input_ids)):
+                keys.append(("generate_ids", i) if seed is None else ("seeded", seed, occurrences[seed]))
+                occurrences[seed] += 1
+            for key, ids, one in zip(keys, input_ids, each):
+                self.submit(key, ids, one)
             results: dict[Hashable, Generation] = {}
             while len(results) < len(keys):
                 results.update(self.step())

@@ -20,8 +20,8 @@ class TransformersGenerator:
     cores, batch 16 yields ~6x the tokens per second of batch 1.
 
     Safe to call from several threads (``serve``'s worker pool does): calls run one at a time, because a seeded
-    call seeds torch's global RNG while it runs, a fast tokenizer used by two threads at once can fail ("Already borrowed"),
-    and two ``generate`` calls on the same device only compete for it.
+    call seeds torch's global RNG while it runs, a fast tokenizer used by two threads at once can fail ("Already
+    borrowed"), and two ``generate`` calls on the same device only compete for it.
 
     Args:
         model: a causal LM (the policy itself, a frozen copy, or a separate simulator model).

@@ -193,7 +193,12 @@ def planned_sharding(args: Any) -> str | None:
 
 def gathers_for_generation(sharding: str | None) -> bool:
     """Whether generation under ``sharding`` (:func:`planned_sharding`) gathers parameters collectively, so that
-    every process must generate each turn together: FSDP and ZeRO-3."""
+    every process must generate each turn together: FSDP and ZeRO-3.
+
+    Example:
+        >>> gathers_for_generation("DeepSpeed ZeRO-3"), gathers_for_generation("DeepSpeed ZeRO-2")
+        (True, False)
+    """
     return sharding in ("FSDP", "DeepSpeed ZeRO-3")
 
 
