@@ -80,3 +80,34 @@ def test_bad_params_are_named(kwargs):
 def test_bad_batch_size(tiny_model, tokenizer):
     with pytest.raises(ValueError, match="batch_size"):
         TransformersGenerator(tiny_model, tokenizer, batch_size=0)
+
+
+def test_per_prompt_seeds_sample_each_prompt_alike_wherever_it_sits_in_the_batch(tiny_model, tokenizer):
+    """A simulator passes a seed per search: a search's documents must follow its seed alone, not its batch."""
+    prompts = ["short", "a much longer prompt with many more tokens in it", "a middling prompt"]
+    params = GenerationParams(max_new_tokens=10, temperature=1.0, top_p=0.95)
+    generator = TransformersGenerator(tiny_model, tokenizer)
+    batch = generator.generate(prompts, params, seeds=[5, 6, 7])
+    alone = [generator.generate([prompt], params, seeds=[seed])[0] for prompt, seed in zip(prompts[1:], (6, 7))]
+    assert [g.token_ids for g in alone] == [g.token_ids for g in batch[1:]]  # no padding, other neighbours
+    in_pairs = TransformersGenerator(tiny_model, tokenizer, batch_size=2).generate(prompts, params, seeds=[5, 6, 7])
+    assert [g.token_ids for g in in_pairs] == [g.token_ids for g in batch]
+    twice = generator.generate([prompts[0]] * 2, params, seeds=[9, 9])  # one seed twice: a stream each
+    assert twice[0].token_ids != twice[1].token_ids
+    assert twice[0].token_ids == generator.generate(prompts[:1], params, seeds=[9])[0].token_ids
+    assert generator.generate(prompts[:1], params, seeds=[10])[0].token_ids != twice[0].token_ids
+    with pytest.raises(ValueError, match="Got 1 seeds for 2 prompts"):
+        generator.generate(prompts[:2], params, seeds=[1])
+
+
+def test_per_prompt_seeds_leave_greedy_and_unseeded_prompts_as_they_were(tiny_model, tokenizer):
+    generator = TransformersGenerator(tiny_model, tokenizer)
+    prompts = ["short", "a much longer prompt with many more tokens in it"]
+    greedy = GenerationParams(max_new_tokens=8, temperature=0)
+    assert [g.token_ids for g in generator.generate(prompts, greedy, seeds=[1, 2])] == [
+        g.token_ids for g in generator.generate(prompts, greedy)
+    ]
+    sampled = GenerationParams(max_new_tokens=8, temperature=1.0, seed=4)
+    mixed = [g.token_ids for g in generator.generate(prompts, sampled, seeds=[None, 3])]
+    assert mixed == [g.token_ids for g in generator.generate(prompts, sampled, seeds=[None, 3])]  # params.seed
+    assert mixed[1] == generator.generate(prompts[1:], sampled, seeds=[3])[0].token_ids

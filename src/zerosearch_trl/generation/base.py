@@ -84,8 +84,8 @@ class TextGenerator(Protocol):
 
     A backend that can sample each prompt from a seed of its own says so with ``per_prompt_seeds = True`` and
     takes ``generate(prompts, params, seeds=...)``, one seed (or ``None``) per prompt; the simulator then seeds each
-    keyed search's documents apart from the rest of its batch (OpenAI-compatible servers, vLLM, the continuous
-    transformers generator). Batched ``model.generate`` samples a batch from one stream, so it cannot.
+    keyed search's documents apart from the rest of its batch (every backend here does: OpenAI-compatible servers,
+    vLLM, and both transformers generators). A backend without it is called without ``seeds``.
 
     Example:
         >>> class Prefix:  # no base class needed: the protocol is structural

@@ -26,13 +26,6 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from zerosearch_trl.generation.base import (
     Generation,
@@ -43,7 +36,7 @@ from zerosearch_trl.generation.base import (
     truncate_at_stop,
 )
 from zerosearch_trl.generation.slots import slot_cache, swap_remove
-from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids
+from zerosearch_trl.generation.transformers import encode_prompts, eos_token_ids, exponential_race, sampling_warpers
 
 
 @dataclass
@@ -309,7 +302,9 @@ class ContinuousTransformersGenerator:
         for index, row in enumerate(rows):
             p = row.params
             groups.setdefault((p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty), []).append(index)
-        for (temperature, top_p, top_k, min_p, penalty), indices in groups.items():
+        for indices in groups.values():
+            params = rows[indices[0]].params  # the group's sampling parameters
+            temperature, penalty = params.temperature, params.repetition_penalty
             scores = logits[indices]
             if penalty != 1.0:
                 for line, index in enumerate(indices):
@@ -319,14 +314,8 @@ class ContinuousTransformersGenerator:
             if temperature == 0:
                 picks = scores.argmax(-1)
             else:
-                warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-                if top_k:
-                    warpers.append(TopKLogitsWarper(top_k))
-                if top_p < 1.0:
-                    warpers.append(TopPLogitsWarper(top_p))
-                if min_p:
-                    warpers.append(MinPLogitsWarper(min_p))
-                picks = _exponential_race(warpers(None, scores).softmax(-1), [rows[i].generator for i in indices])
+                warpers = sampling_warpers(params)
+                picks = exponential_race(warpers(None, scores).softmax(-1), [rows[i].generator for i in indices])
             for index, token in zip(indices, picks.tolist()):
                 chosen[index] = token
         return chosen
@@ -374,18 +363,6 @@ class ContinuousTransformersGenerator:
     def _result(self, row: _Row) -> Generation:
         text, _ = truncate_at_stop(self.tokenizer.decode(row.generated, skip_special_tokens=True), row.params.stop)
         return Generation(text=text, finish_reason=row.finish or "length", token_ids=list(row.generated))
-
-
-def _exponential_race(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
-    """One token per row of ``probs``: the argmax of ``p / E`` with ``E ~ Exp(1)`` per token (the Gumbel-max trick),
-    which picks token ``i`` with probability ``p_i``. Each row draws its noise from its own generator where it has
-    one, else from torch's global one (which ``torch.manual_seed`` seeds, as for ``generate``). Unlike an inverse
-    CDF over the vocabulary, a pick only changes when two tokens' scores nearly tie, so the rounding differences
-    of batched forward passes do not change a seeded row's tokens."""
-    noise = torch.stack(
-        [torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g) for g in generators]
-    )
-    return (probs / noise).argmax(-1)
 
 
 def _row_layers(

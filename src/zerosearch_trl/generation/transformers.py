@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.logits_process import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from zerosearch_trl.generation.base import Generation, GenerationParams, Prompt, is_prefilled, truncate_at_stop
+from zerosearch_trl.generation.base import (
+    Generation,
+    GenerationParams,
+    Prompt,
+    derive_seed,
+    is_prefilled,
+    params_per_prompt,
+    truncate_at_stop,
+)
 
 
 class TransformersGenerator:
@@ -18,6 +35,10 @@ class TransformersGenerator:
     Prompts are sorted by length before batching so that each batch pads little, then returned in the
     caller's order. Batching is what makes CPU generation usable: measured with the embedded model on two
     cores, batch 16 yields ~6x the tokens per second of batch 1.
+
+    ``generate(prompts, params, seeds=...)`` samples each seeded prompt from a stream of its own (a simulator
+    passes one seed per search), so that its tokens do not depend on which prompts share its batch; without
+    ``seeds``, a call samples its batches from torch's global RNG, seeded by ``params.seed`` when set.
 
     Safe to call from several threads (``serve``'s worker pool does): calls run one at a time, because a seeded
     call seeds torch's global RNG while it runs, a fast tokenizer used by two threads at once can fail ("Already
@@ -36,6 +57,7 @@ class TransformersGenerator:
     """
 
     name = "transformers"
+    per_prompt_seeds = True  # generate() takes a seed per prompt
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 16) -> None:
         if batch_size < 1:
@@ -47,26 +69,47 @@ class TransformersGenerator:
         """The exact text fed to the model for ``prompt``."""
         return render_prompt(self.tokenizer, prompt)
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
-        """Generate one continuation per prompt (see :class:`GenerationParams`)."""
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
+        """Generate one continuation per prompt (see :class:`GenerationParams`); ``seeds``: see
+        :meth:`generate_ids`."""
         with self._lock:
-            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params)
+            return self.generate_ids(encode_prompts(self.tokenizer, prompts), params, seeds)
 
     @torch.no_grad()
-    def generate_ids(self, input_ids: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+    def generate_ids(
+        self, input_ids: Sequence[Sequence[int]], params: GenerationParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Generation]:
         """Generate from token ids (no re-tokenisation: multi-turn rollouts extend ids they already hold).
 
         Each ``Generation.token_ids`` holds the generated ids, ending with the EOS token when the model emitted
-        one (and not when a stop string or the budget ended it).
+        one (and not when a stop string or the budget ended it). ``seeds`` gives each input a sampling stream of
+        its own (``None``: ``params.seed``, shared by the call's unseeded inputs), so that a seeded input samples
+        the same tokens whatever inputs it comes with; one seed given twice is two streams.
         """
         order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+        streams = None if seeds is None or params.temperature == 0 else self._streams(params, seeds, len(input_ids))
         results: list[Generation | None] = [None] * len(input_ids)
         with self._lock, self._seeded(params.seed):
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                for index, generation in zip(batch, self._generate_batch([list(input_ids[i]) for i in batch], params)):
+                rows = [list(input_ids[i]) for i in batch]
+                generated = self._generate_batch(rows, params, None if streams is None else [streams[i] for i in batch])
+                for index, generation in zip(batch, generated):
                     results[index] = generation
         return results  # type: ignore[return-value]
+
+    def _streams(self, params: GenerationParams, seeds: Sequence[int | None], n: int) -> list[torch.Generator | None]:
+        """One generator per input with a seed of its own; ``None`` (torch's global RNG) for the others."""
+        each, seen, streams = params_per_prompt(params, seeds, n), Counter[int](), []
+        for seed, one in zip(seeds, each):
+            if seed is None:
+                streams.append(None)
+                continue
+            streams.append(torch.Generator(device=self.model.device).manual_seed(derive_seed(one.seed, seen[seed])))
+            seen[seed] += 1
+        return streams
 
     @contextmanager
     def _seeded(self, seed: int | None) -> Iterator[None]:
@@ -81,13 +124,21 @@ class TransformersGenerator:
             torch.manual_seed(seed)
             yield
 
-    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+    def _generate_batch(
+        self, batch: list[list[int]], params: GenerationParams, streams: list[torch.Generator | None] | None = None
+    ) -> list[Generation]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         width = max(len(ids) for ids in batch)
         device = self.model.device
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=device)
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        if params.temperature > 0:
+        if streams is not None:
+            # Each row samples in the processor from its own stream; greedy decoding then takes the one token left.
+            sampling = {
+                "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                "logits_processor": LogitsProcessorList([RowStreamSampler(params, streams)]),
+            }  # fmt: skip
+        elif params.temperature > 0:
             # top_k=0 disables the filter (None would fall back to the model's generation_config default).
             sampling = {
                 "do_sample": True,
@@ -134,6 +185,57 @@ class TransformersGenerator:
             else:
                 low = middle + 1
         return ids[:high]
+
+
+class RowStreamSampler(LogitsProcessor):
+    """Sample each row's next token from its own ``torch.Generator`` inside ``generate``: applies ``params``'
+    temperature, top-k, top-p and min-p (``generate`` only applies them itself when it samples), picks a token per
+    row with :func:`exponential_race`, and leaves only that token a finite score, so that greedy decoding takes it.
+    ``generate`` samples a batch from one stream (``multinomial``), where a row's tokens depend on its neighbours.
+
+    Example:
+        >>> sampler = RowStreamSampler(GenerationParams(), [torch.Generator().manual_seed(0), None])
+        >>> scores = sampler(None, torch.zeros(2, 5))
+        >>> (scores == 0).sum(-1).tolist()
+        [1, 1]
+    """
+
+    def __init__(self, params: GenerationParams, streams: Sequence[torch.Generator | None]) -> None:
+        self.warpers, self.streams = sampling_warpers(params), list(streams)
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
+        picks = exponential_race(self.warpers(input_ids, scores.float()).softmax(-1), self.streams)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picks.unsqueeze(1), 0.0)
+
+
+def sampling_warpers(params: GenerationParams) -> LogitsProcessorList:
+    """The temperature, top-k, top-p and min-p warpers of a sampling ``params`` (``temperature > 0``), in the order
+    ``generate`` applies them."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(params.temperature)])
+    if params.top_k:
+        warpers.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    if params.min_p:
+        warpers.append(MinPLogitsWarper(params.min_p))
+    return warpers
+
+
+def exponential_race(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """One token per row of ``probs``: the argmax of ``p / E`` with ``E ~ Exp(1)`` per token (the Gumbel-max trick),
+    which picks token ``i`` with probability ``p_i``. Each row draws its noise from its own generator where it has
+    one, else from torch's global one (which ``torch.manual_seed`` seeds, as for ``generate``). Unlike an inverse
+    CDF over the vocabulary, a pick only changes when two tokens' scores nearly tie, so the rounding differences
+    of batched forward passes do not change a seeded row's tokens.
+
+    Example:
+        >>> exponential_race(torch.tensor([[0.0, 1.0, 0.0]]), [None]).tolist()
+        [1]
+    """
+    noise = torch.stack(
+        [torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g) for g in generators]
+    )
+    return (probs / noise).argmax(-1)
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
