@@ -157,7 +157,8 @@ class SimulatedSearchEngine:
     Example:
         >>> import zerosearch_trl as zs
         >>> model, tokenizer = zs.load_default_model()  # doctest: +SKIP
-        >>> engine = zs.SimulatedSearchEngine(zs.TransformersGenerator(model, tokenizer), noise_prob=0.25)  # doctest: +SKIP
+        >>> # per_document: the embedded 135M model writes one good document at a time, not five in a row
+        >>> engine = zs.SimulatedSearchEngine(zs.TransformersGenerator(model, tokenizer), noise_prob=0.25, per_document=True)  # doctest: +SKIP
         >>> docs = engine.search([zs.SearchRequest("Lyon country", "Where is Lyon?", ("France",))])  # doctest: +SKIP
     """
 

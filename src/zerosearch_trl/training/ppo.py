@@ -136,7 +136,7 @@ class SearchPPOTrainer(EpisodeRewardTrainer):
 
     Example:
         >>> trainer = SearchPPOTrainer(  # doctest: +SKIP
-        ...     model="runs/warm/model", reward_funcs=[zs.f1_reward], train_dataset=task.dataset,
+        ...     model="Qwen/Qwen2.5-3B-Instruct", reward_funcs=[zs.f1_reward], train_dataset=task.dataset,
         ...     rollout_func=zs.make_search_rollout(engine), args=SearchPPOConfig(output_dir="runs/ppo"),
         ... )
     """
