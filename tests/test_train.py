@@ -65,8 +65,11 @@ def tiny_args(model_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         (["--heldout_engines", "bm25,bm25"], "--heldout_engines 'bm25,bm25': name each of bm25, dense, simulated"),
         (["--heldout_engines", "google"], "--heldout_engines 'google'.* e.g. --heldout_engines bm25,simulated"),
         (["--heldout_engines", ","], "--heldout_engines ','"),
-        (["--heldout_engines", "bm25"], "--heldout_engines only applies to the held-out evaluation.* --heldout_eval"),
-        (["--heldout_eval_steps", "2"], "--heldout_eval_steps only applies to the held-out evaluation"),
+        (
+            ["--heldout_engines", "bm25"],
+            "--heldout_engines needs the held-out evaluation, which is off: add --heldout_eval true",
+        ),
+        (["--heldout_eval_steps", "2"], "--heldout_eval_steps needs the held-out evaluation"),
         (["--mask_observations", "false", "--use_vllm", "true"], "--mask_observations false .* HF generation only"),
         (
             ["--continuous_batching", "true", "--use_vllm", "true", "--vllm_mode", "server"],

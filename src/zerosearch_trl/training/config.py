@@ -120,9 +120,8 @@ class SearchScriptArguments(PromptArguments):
     heldout_eval: bool = field(
         default=False,
         metadata={
-            "help": "Score the held-out questions (greedy, every row) at the start and the end, against "
-            "--heldout_engines (a real engine first, then the simulator told the answers); off by default: on two "
-            "CPU cores it costs 10-25 s per question and engine."
+            "help": "Score the held-out questions (greedy, every row) against --heldout_engines at the start and "
+            "the end; off by default: on two CPU cores it costs 10-25 s per question and engine."
         },
     )
     heldout_eval_steps: int | None = field(
@@ -394,10 +393,7 @@ def check_config(
     heldout_engine_names(script_args.heldout_engines)
     unused = [flag for flag in ("heldout_engines", "heldout_eval_steps") if getattr(script_args, flag) is not None]
     if unused and not script_args.heldout_eval:
-        raise ValueError(
-            f"--{unused[0]} only applies to the held-out evaluation, which is off: add --heldout_eval true, or drop "
-            f"--{unused[0]}."
-        )
+        raise ValueError(f"--{unused[0]} needs the held-out evaluation, which is off: add --heldout_eval true.")
     if getattr(model_args, "use_peft", False):
         check_lora_targets(model_args.model_name_or_path, model_args.lora_target_modules)
     if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
