@@ -102,12 +102,13 @@ class TransformersGenerator:
 
     def _streams(self, params: GenerationParams, seeds: Sequence[int | None], n: int) -> list[torch.Generator | None]:
         """One generator per input with a seed of its own; ``None`` (torch's global RNG) for the others."""
-        each, seen, streams = params_per_prompt(params, seeds, n), Counter[int](), []
-        for seed, one in zip(seeds, each):
+        params_per_prompt(params, seeds, n)  # one seed per input, or the error that says so
+        seen, streams = Counter[int](), []
+        for seed in seeds:
             if seed is None:
                 streams.append(None)
                 continue
-            streams.append(torch.Generator(device=self.model.device).manual_seed(derive_seed(one.seed, seen[seed])))
+            streams.append(torch.Generator(device=self.model.device).manual_seed(derive_seed(seed, seen[seed])))
             seen[seed] += 1
         return streams
 
