@@ -12,7 +12,8 @@ import pytest
 from helpers import ScriptedGenerator
 from zerosearch_trl.engines.base import SearchRequest
 from zerosearch_trl.engines.cache import SearchCache
-from zerosearch_trl.engines.simulated import PLACEHOLDER_TEXT, SimulatedSearchEngine, parse_documents
+from zerosearch_trl.engines.simulated import PLACEHOLDER_TEXT, SimulatedSearchEngine
+from zerosearch_trl.engines.simulator_text import first_result, parse_documents
 from zerosearch_trl.generation import TransformersGenerator
 
 
@@ -132,6 +133,32 @@ def test_per_document_mode_generates_one_result_per_missing_slot():
     assert [len(c) for c in generator.calls] == [5, 1]  # only the failed slot is asked again
     assert generator.calls[0][0][-1] == {"role": "assistant", "content": "(Title:"}
     assert "one search result" in user_message(generator.calls[0][0])
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("(Title: A)\n\nBody of A.\n\nMore results:\n1. other", "(Title: A)\n\nBody of A."),
+        ("(Title: A) Body of A.\n \n(Title: B) body of B", "(Title: A) Body of A."),
+        ("(Title: A)\n\n", "(Title: A)\n\n"),  # nothing after the title: left whole, parsed to no document
+        ("(Title: A) one line\nanother line", "(Title: A) one line\nanother line"),
+    ],
+)
+def test_first_result_cuts_at_the_first_blank_line_after_a_body(text, first):
+    assert first_result(text) == first
+
+
+def test_per_document_mode_reads_a_body_after_a_blank_line_and_cuts_what_runs_on():
+    # The embedded model often closes the title, leaves a blank line, then writes the body: a stop at the blank
+    # line used to throw that document away and cost a retry.
+    generator = ScriptedGenerator(
+        lambda prompts: [" A)\n\nLyon is in France.\n\nHere are more:\n1. Paris"] * len(prompts)
+    )
+    engine = SimulatedSearchEngine(generator, top_k=1, per_document=True, retry_backoff=0)
+    (documents,) = engine.search([REQUEST])
+    assert [(d.title, d.text) for d in documents] == [("A", "Lyon is in France.")]
+    assert engine.stats.retries == 0 and engine.stats.fallbacks == 0
+    assert engine.params.stop == ()
 
 
 def test_noisy_leak_is_regenerated():

@@ -7,7 +7,8 @@ from zerosearch_trl.engines.corpus import CorpusError, Passage, load_passages
 from zerosearch_trl.engines.dense import DenseEngine, SentenceEncoder
 from zerosearch_trl.engines.hybrid import HybridEngine, HybridStats
 from zerosearch_trl.engines.remote import RemoteSearchEngine, RemoteSearchError
-from zerosearch_trl.engines.simulated import SimulatedSearchEngine, SimulatorStats, parse_documents
+from zerosearch_trl.engines.simulated import SimulatedSearchEngine, SimulatorStats
+from zerosearch_trl.engines.simulator_text import parse_documents
 from zerosearch_trl.engines.web import WebSearchEngine, WebSearchError
 
 __all__ = [
